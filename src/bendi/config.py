@@ -1,0 +1,86 @@
+"""One Settings object. Every field can be set from the environment as BENDI_<FIELD>."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _describe(text: str, default: Any) -> Any:
+    if callable(default):
+        return field(default_factory=default, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _default_home() -> Path:
+    return Path.home() / ".bendi"
+
+
+@dataclass
+class Settings:
+    """Runtime configuration; `Settings.from_env()` reads BENDI_* variables."""
+
+    home: Path = _describe("Root of bendi's data: models, bendi.db, knowledge bases.", _default_home)
+    host: str = _describe("Address the server binds; loopback unless an API key is set.", "127.0.0.1")
+    port: int = _describe("Port the server listens on.", 11435)
+    api_key: str | None = _describe("Bearer key required on every route except /health.", None)
+    ctx: int | None = _describe("Context length per sequence; None lets the planner choose.", None)
+    slots: int = _describe("Concurrent sequences per loaded model (continuous batching).", 8)
+    queue_size: int = _describe("Requests waiting beyond the slots before 503 is returned.", 64)
+    batch_tokens: int = _describe("Tokens per llama_decode step (prompt chunk budget).", 512)
+    threads: int | None = _describe("CPU threads for llama.cpp; None uses physical cores.", None)
+    keep_alive: float = _describe("Seconds an idle model stays loaded (Ollama default 5m).", 300.0)
+    max_loaded_models: int = _describe("Models kept loaded at once before LRU unloading.", 3)
+    max_request_bytes: int = _describe("Largest accepted request body in bytes.", 8 * 1024 * 1024)
+    gpu_layers: int = _describe("Layers offloaded to the GPU when the build supports it.", 0)
+    force: bool = _describe("Load models even when the planner says they will not fit.", False)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def kb_dir(self) -> Path:
+        return self.home / "kb"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "bendi.db"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from BENDI_* variables, then apply explicit overrides."""
+        env = dict(os.environ) if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"BENDI_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, help) for every field, for docs and `bendi doctor`."""
+        rows = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else "~/.bendi"
+            rows.append((f"BENDI_{f.name.upper()}", str(default), f.metadata.get("help", "")))
+        return rows
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    text = str(type_name)
+    if "Path" in text:
+        return Path(raw).expanduser()
+    if "bool" in text:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if "float" in text:
+        return float(raw)
+    if "int" in text:
+        return int(raw)
+    return raw

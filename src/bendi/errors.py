@@ -1,0 +1,107 @@
+"""The exception tree. Core code raises only these; adapters map them by class.
+
+::
+
+    BendiError                      500 internal_error
+    ├── InvalidRequest              400 invalid_request
+    │   ├── ContextLengthExceeded   400 context_length_exceeded
+    │   └── UnsupportedParameter    400 unsupported_parameter
+    ├── AuthenticationError         401 invalid_api_key
+    ├── PermissionDenied            403 permission_denied
+    ├── NotFound                    404 not_found
+    │   ├── ModelNotFound           404 model_not_found
+    │   └── KnowledgeBaseNotFound   404 kb_not_found
+    ├── Conflict                    409 conflict
+    ├── InvalidModelFile            422 invalid_model_file
+    ├── DocumentError               422 document_error
+    ├── TemplateError               422 template_error
+    ├── RateLimited                 429 rate_limited
+    ├── NotAvailableOffline         501 not_available_offline
+    ├── InsufficientMemory          507 insufficient_memory
+    ├── ServerBusy                  503 server_busy
+    └── EngineError                 500 engine_error
+"""
+
+from __future__ import annotations
+
+
+class BendiError(Exception):
+    """Base of every error bendi raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+    #: OpenAI's coarse error "type" for this class.
+    kind: str = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(BendiError):
+    status, code, kind = 400, "invalid_request", "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+class AuthenticationError(BendiError):
+    status, code, kind = 401, "invalid_api_key", "authentication_error"
+
+
+class PermissionDenied(BendiError):
+    status, code, kind = 403, "permission_denied", "permission_error"
+
+
+class NotFound(BendiError):
+    status, code, kind = 404, "not_found", "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class KnowledgeBaseNotFound(NotFound):
+    code = "kb_not_found"
+
+
+class Conflict(BendiError):
+    status, code, kind = 409, "conflict", "invalid_request_error"
+
+
+class InvalidModelFile(BendiError):
+    status, code, kind = 422, "invalid_model_file", "invalid_request_error"
+
+
+class DocumentError(BendiError):
+    status, code, kind = 422, "document_error", "invalid_request_error"
+
+
+class TemplateError(BendiError):
+    status, code, kind = 422, "template_error", "invalid_request_error"
+
+
+class RateLimited(BendiError):
+    status, code, kind = 429, "rate_limited", "rate_limit_error"
+
+
+class NotAvailableOffline(BendiError):
+    status, code, kind = 501, "not_available_offline", "invalid_request_error"
+
+
+class InsufficientMemory(BendiError):
+    status, code, kind = 507, "insufficient_memory", "server_error"
+
+
+class ServerBusy(BendiError):
+    status, code, kind = 503, "server_busy", "server_error"
+
+
+class EngineError(BendiError):
+    status, code, kind = 500, "engine_error", "server_error"

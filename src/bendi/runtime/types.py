@@ -1,0 +1,97 @@
+"""The one internal request shape and the one stream of events out of the runtime.
+
+The OpenAI and Ollama dialects only translate to and from these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass
+class SamplingParams:
+    """Per-request sampling; temperature 0 means greedy."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> SamplingParams:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__ and v is not None}
+        return cls(**known)
+
+
+@dataclass
+class ChatRequest:
+    """A generation request. Exactly one of `messages` (chat) or `prompt` (raw text) is set."""
+
+    model: str
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    #: {"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}}
+    response_format: dict[str, Any] | None = None
+    #: number of top alternatives per token to report; None turns log-probabilities off
+    logprobs: int | None = None
+    #: None: reasoning is split off and reported; False: reasoning is split off and dropped
+    think: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    #: prepend the model's default system prompt when the messages carry none
+    use_default_system: bool = True
+    #: context length wanted for this request's model (Ollama num_ctx); None: model default
+    num_ctx: int | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list[tuple[str, float, list[int]]] = field(default_factory=list)
+
+
+@dataclass
+class TextDelta:
+    text: str
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class ReasoningDelta:
+    text: str
+
+
+@dataclass
+class Done:
+    finish_reason: FinishReason
+    usage: Usage
+    #: seconds: time to first token, prompt processing, generation
+    ttft: float = 0.0
+    prompt_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+
+Event = TextDelta | ReasoningDelta | Done
