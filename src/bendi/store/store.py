@@ -156,8 +156,10 @@ class ModelStore:
         return True
 
     def _not_found_message(self, name: str) -> str:
-        known = [str(r.name) for r in self.list()] + [r.name.name for r in self.list()]
-        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+        known = [str(r.name) for r in self.list()]
+        wanted = name.lower()
+        same_name = [k for k in known if k.split(":")[0] == wanted.split(":")[0]]
+        close = same_name + difflib.get_close_matches(wanted, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(dict.fromkeys(close))}?" if close else ""
         return f"model {name!r} not found.{hint} Run `bendi list` to see installed models."
 
@@ -236,7 +238,15 @@ class ModelStore:
     def ensure_bundled(self) -> None:
         """Register the bundled SmolLM2 GGUF as smollm2:135m the first time the store is used."""
         parsed = parse_name(BUNDLED_NAME)
-        if self._manifest_path(parsed).exists():
+        manifest = _read_json(self._manifest_path(parsed))
+        if manifest is not None:
+            blob = self._blob_path(manifest)
+            source = bundled_model_path()
+            if blob.is_symlink() and not blob.exists() and source is not None:
+                # The virtualenv that held the bundled file moved: point the blob at the new one.
+                with self._lock():
+                    blob.unlink()
+                    self._place_blob(source, blob, "symlink")
             return
         marker = self.root / ".bundled-registered"
         if marker.exists():

@@ -1,0 +1,200 @@
+"""`bendi run`: one-shot or interactive chat in the terminal."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from bendi.cli.common import services
+from bendi.config import Settings
+from bendi.errors import BendiError, InvalidRequest
+from bendi.runtime.manager import Loaded
+from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, SamplingParams, TextDelta
+
+HELP = """Commands:
+  /set system <text>        set the system prompt
+  /set temperature <value>  also top_p, top_k, min_p, repeat_penalty, seed, max_tokens
+  /show                     show the current settings
+  /clear                    forget the conversation
+  /bye                      leave (Ctrl-D works too)
+Ctrl-C stops the current answer."""
+
+_SETTABLE: dict[str, type] = {
+    "temperature": float, "top_p": float, "top_k": int, "min_p": float,
+    "repeat_penalty": float, "seed": int, "max_tokens": int,
+}
+
+
+class ChatSession:
+    """A conversation with one loaded model: history, settings, and streaming to the terminal."""
+
+    def __init__(self, loaded: Loaded, options: dict[str, Any], system: str | None,
+                 hide_thinking: bool, verbose: bool) -> None:
+        self.loaded = loaded
+        self.options = dict(loaded.record.parameters)
+        self.options.update({k: v for k, v in options.items() if v is not None})
+        self.system = system
+        self.hide_thinking = hide_thinking
+        self.verbose = verbose
+        self.history: list[dict[str, str]] = []
+
+    def request(self) -> ChatRequest:
+        messages = list(self.history)
+        if self.system:
+            messages.insert(0, {"role": "system", "content": self.system})
+        return ChatRequest(
+            model=self.loaded.name,
+            messages=messages,
+            sampling=SamplingParams.from_mapping(self.options),
+            max_tokens=self.options.get("max_tokens"),
+            think=False if self.hide_thinking else None,
+        )
+
+    def ask(self, prompt: str) -> str:
+        """Send one user turn and stream the answer; the turn is kept only if it completes."""
+        self.history.append({"role": "user", "content": prompt})
+        answer: list[str] = []
+        thinking = False
+        done: Done | None = None
+        events = self.loaded.model.generate(self.request())
+        try:
+            for event in events:
+                if isinstance(event, ReasoningDelta):
+                    if not thinking:
+                        click.echo(click.style("Thinking...", dim=True))
+                        thinking = True
+                    click.echo(click.style(event.text, dim=True), nl=False)
+                elif isinstance(event, TextDelta):
+                    if thinking:
+                        click.echo(click.style("\n...done thinking.\n", dim=True))
+                        thinking = False
+                    answer.append(event.text)
+                    click.echo(event.text, nl=False)
+                elif isinstance(event, Done):
+                    done = event
+        except KeyboardInterrupt:
+            events.close()
+            click.echo(click.style("\n[stopped]", dim=True))
+        except BendiError:
+            self.history.pop()
+            raise
+        finally:
+            events.close()
+        click.echo("")
+        text = "".join(answer)
+        self.history.append({"role": "assistant", "content": text})
+        if self.verbose and done is not None:
+            tps = done.usage.completion_tokens / done.decode_seconds if done.decode_seconds else 0.0
+            click.echo(click.style(
+                f"prompt {done.usage.prompt_tokens} tokens in {done.prompt_seconds:.2f}s, "
+                f"{done.usage.completion_tokens} tokens at {tps:.1f} tokens/s, "
+                f"first token {done.ttft:.2f}s, finish {done.finish_reason}", dim=True), err=True)
+        return text
+
+    def command(self, line: str) -> bool:
+        """Handle a /command; False means leave."""
+        parts = line.split(maxsplit=2)
+        head = parts[0].lower()
+        if head in ("/bye", "/exit", "/quit"):
+            return False
+        if head == "/clear":
+            self.history.clear()
+            click.echo("Cleared the conversation.")
+        elif head in ("/?", "/help"):
+            click.echo(HELP)
+        elif head == "/show":
+            click.echo(f"model: {self.loaded.name}  context: {self.loaded.ctx}")
+            click.echo(f"system: {self.system or '(model default)'}")
+            click.echo("options: " + (" ".join(f"{k}={v}" for k, v in self.options.items()) or "(defaults)"))
+        elif head == "/set" and len(parts) >= 2:
+            self._set(parts[1].lower(), parts[2] if len(parts) > 2 else "")
+        else:
+            click.echo(f"Unknown command {line!r}. Type /? for help.")
+        return True
+
+    def _set(self, key: str, value: str) -> None:
+        if key == "system":
+            self.system = value or None
+            click.echo("Set system prompt." if value else "Cleared system prompt.")
+            return
+        if key not in _SETTABLE:
+            click.echo(f"Cannot set {key!r}. Settable: system, {', '.join(_SETTABLE)}")
+            return
+        try:
+            self.options[key] = _SETTABLE[key](value)
+        except ValueError:
+            click.echo(f"{key} needs a {_SETTABLE[key].__name__}, got {value!r}")
+            return
+        click.echo(f"Set {key} to {self.options[key]}.")
+
+
+def interactive(session: ChatSession) -> None:
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:
+        pass
+    click.echo(click.style(f"Chatting with {session.loaded.name}. /? for help, /bye to leave.", dim=True))
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            click.echo("")
+            return
+        except KeyboardInterrupt:
+            click.echo("\nUse Ctrl-D or /bye to leave.")
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not session.command(line):
+                return
+            continue
+        try:
+            session.ask(line)
+        except BendiError as exc:
+            click.echo(click.style(f"Error: {exc.message}", fg="red"), err=True)
+
+
+@click.command("run")
+@click.argument("model")
+@click.argument("prompt", required=False)
+@click.option("--system", help="System prompt.")
+@click.option("--temperature", type=float)
+@click.option("--top-p", type=float)
+@click.option("--top-k", type=int)
+@click.option("--min-p", type=float)
+@click.option("--repeat-penalty", type=float)
+@click.option("--seed", type=int)
+@click.option("--max-tokens", type=int, help="Stop after this many tokens.")
+@click.option("--ctx", "ctx_len", type=int, help="Context length (tokens); default from the planner.")
+@click.option("--hide-thinking", is_flag=True, help="Do not print the model's reasoning.")
+@click.option("--verbose", is_flag=True, help="Print token counts and speed after each answer.")
+@click.option("--force", is_flag=True, help="Load even if the planner says it will not fit.")
+@click.pass_context
+def run(ctx: click.Context, model: str, prompt: str | None, system: str | None, temperature: float | None,
+        top_p: float | None, top_k: int | None, min_p: float | None, repeat_penalty: float | None,
+        seed: int | None, max_tokens: int | None, ctx_len: int | None, hide_thinking: bool,
+        verbose: bool, force: bool) -> None:
+    """Chat with MODEL: answer PROMPT (or stdin) and exit, or start an interactive chat."""
+    settings: Settings = ctx.find_root().obj
+    settings.slots = 1  # one conversation: no need for batch slots
+    settings.force = settings.force or force
+    if ctx_len is not None and ctx_len < 16:
+        raise InvalidRequest("--ctx must be at least 16 tokens")
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read().strip() or None
+    loaded = services(ctx).models.acquire(model, ctx=ctx_len)
+    options = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
+               "repeat_penalty": repeat_penalty, "seed": seed, "max_tokens": max_tokens}
+    session = ChatSession(loaded, options, system, hide_thinking, verbose)
+    if prompt is not None:
+        session.ask(prompt)
+        return
+    interactive(session)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(run)

@@ -1,0 +1,186 @@
+"""Model store commands: list, show, import, rm, cp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bendi.cli.common import echo_json, human_age, human_bytes, services, table
+from bendi.errors import InvalidRequest
+from bendi.store import ModelRecord
+
+
+def record_summary(record: ModelRecord) -> dict[str, Any]:
+    d = record.details
+    return {
+        "name": str(record.name),
+        "digest": record.digest,
+        "size": record.size,
+        "family": d.get("family"),
+        "parameter_size": d.get("parameter_size"),
+        "quantization": d.get("quantization_level"),
+        "modified_at": record.modified,
+    }
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def list_models(ctx: click.Context, as_json: bool) -> None:
+    """List installed models."""
+    records = services(ctx).store.list()
+    if as_json:
+        echo_json([record_summary(r) for r in records])
+        return
+    rows = [
+        (
+            str(r.name),
+            r.digest.split(":")[-1][:12],
+            human_bytes(r.size),
+            r.details.get("family"),
+            r.details.get("parameter_size"),
+            r.details.get("quantization_level"),
+            human_age(r.modified),
+        )
+        for r in records
+    ]
+    click.echo(table(["NAME", "ID", "SIZE", "FAMILY", "PARAMETERS", "QUANTIZATION", "MODIFIED"], rows))
+
+
+def show_data(record: ModelRecord) -> dict[str, Any]:
+    """Everything `bendi show` and /api/show report about a model."""
+    info = record.gguf()
+    d = record.details
+    return {
+        "name": str(record.name),
+        "digest": record.digest,
+        "size": record.size,
+        "path": str(record.path),
+        "architecture": info.architecture,
+        "parameter_count": info.parameter_count,
+        "parameter_size": d.get("parameter_size"),
+        "quantization": info.quantization,
+        "context_length": info.context_length,
+        "embedding_length": info.embedding_length,
+        "block_count": info.arch("block_count"),
+        "head_count": info.arch("attention.head_count"),
+        "head_count_kv": info.arch("attention.head_count_kv"),
+        "chat_template": record.manifest.get("template") or info.chat_template,
+        "template_source": "manifest" if record.manifest.get("template") else "gguf",
+        "system": record.manifest.get("system"),
+        "parameters": record.parameters,
+        "license": info.get("general.license"),
+        "general_name": info.get("general.name"),
+        "modified_at": record.modified,
+    }
+
+
+@click.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--template", "only_template", is_flag=True, help="Print only the chat template.")
+@click.pass_context
+def show(ctx: click.Context, model: str, as_json: bool, only_template: bool) -> None:
+    """Show a model's architecture, size, quantization, context, template and license."""
+    data = show_data(services(ctx).store.get(model))
+    if as_json:
+        echo_json(data)
+        return
+    if only_template:
+        click.echo(data["chat_template"] or "(none)")
+        return
+    rows = [
+        ("architecture", data["architecture"]),
+        ("parameters", f"{data['parameter_size']} ({data['parameter_count']:,})"),
+        ("quantization", data["quantization"]),
+        ("context length", data["context_length"]),
+        ("embedding length", data["embedding_length"]),
+        ("layers", data["block_count"]),
+        ("heads / kv heads", f"{data['head_count']} / {data['head_count_kv']}"),
+        ("size", human_bytes(data["size"])),
+        ("license", data["license"] or "unknown"),
+        ("digest", data["digest"]),
+        ("file", data["path"]),
+    ]
+    if data["system"]:
+        rows.append(("system", data["system"]))
+    if data["parameters"]:
+        rows.append(("parameters", " ".join(f"{k}={v}" for k, v in data["parameters"].items())))
+    click.echo(f"  Model {data['name']}")
+    click.echo("\n".join(f"    {k:<18}{v}" for k, v in rows))
+    template = data["chat_template"]
+    click.echo(f"\n  Chat template ({data['template_source']})")
+    if template:
+        first = template.strip().splitlines()
+        click.echo("    " + "\n    ".join(first[:6]) + ("\n    ..." if len(first) > 6 else ""))
+    else:
+        click.echo("    (none: chat needs --template on import; completions still work)")
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequest(f"--param {item!r}: use key=value, e.g. temperature=0.6")
+        params[key.strip()] = _number(value.strip())
+    return params
+
+
+def _number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", "-n", required=True, help="Name to register, name[:tag].")
+@click.option("--system", help="Default system prompt.")
+@click.option("--template", "template_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Jinja chat template file overriding the one in the GGUF.")
+@click.option("--param", "params", multiple=True, help="Default parameter key=value (repeatable).")
+@click.option("--copy", "copy_file", is_flag=True, help="Always copy the file (default: hard link when possible).")
+@click.pass_context
+def import_cmd(ctx: click.Context, file: Path, name: str, system: str | None, template_file: Path | None,
+               params: tuple[str, ...], copy_file: bool) -> None:
+    """Import a GGUF model file into the store."""
+    template = template_file.read_text(encoding="utf-8") if template_file else None
+    record = services(ctx).store.import_file(
+        file, name, parameters=parse_params(params), system=system, template=template,
+        link="copy" if copy_file else "auto",
+    )
+    d = record.details
+    click.echo(f"imported {record.name}: {d.get('family')} {d.get('parameter_size')} "
+               f"{d.get('quantization_level')}, {human_bytes(record.size)}")
+
+
+@click.command("rm")
+@click.argument("models", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx: click.Context, models: tuple[str, ...]) -> None:
+    """Remove models (their files go when no other name uses them)."""
+    store = services(ctx).store
+    for name in models:
+        record = store.remove(name)
+        click.echo(f"deleted {record.name}")
+
+
+@click.command("cp")
+@click.argument("source")
+@click.argument("dest")
+@click.pass_context
+def cp(ctx: click.Context, source: str, dest: str) -> None:
+    """Copy a model to a new name (the file is shared, not copied)."""
+    record = services(ctx).store.copy(source, dest)
+    click.echo(f"copied {source} to {record.name}")
+
+
+def register(group: click.Group) -> None:
+    for command in (list_models, show, import_cmd, rm, cp):
+        group.add_command(command)

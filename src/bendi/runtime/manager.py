@@ -1,0 +1,194 @@
+"""Which models are loaded: load on first use, keep alive for a while, unload the least recently
+used when room is needed. Shared by the CLI and the server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bendi.config import Settings
+from bendi.errors import InvalidRequest
+from bendi.runtime.engine import EngineOptions, EngineRegistry, LoadedModel
+from bendi.store import ModelRecord, ModelStore
+
+log = logging.getLogger(__name__)
+
+#: (record, ctx per sequence, slots) -> None, raising InsufficientMemory when it will not fit
+FitCheck = Callable[[ModelRecord, int, int], None]
+#: (record) -> the context length to use when nobody asked for one
+ContextChooser = Callable[[ModelRecord, int], int]
+
+DEFAULT_CTX = 4096
+
+
+@dataclass
+class Loaded:
+    """A loaded model and its bookkeeping."""
+
+    record: ModelRecord
+    model: LoadedModel
+    ctx: int
+    loaded_at: float
+    last_used: float
+    #: monotonic deadline after which an idle model is unloaded; None keeps it forever
+    expires_at: float | None
+
+    @property
+    def name(self) -> str:
+        return str(self.record.name)
+
+
+def parse_keep_alive(value: object, default: float) -> float:
+    """Ollama's keep_alive: seconds (number) or a duration string ("5m", "1h30m", "-1")."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise InvalidRequest("keep_alive must be a duration such as '5m' or a number of seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    total, num = 0.0, ""
+    i = 0
+    sign = 1.0
+    if text.startswith("-"):
+        sign, text = -1.0, text[1:]
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            num += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        if unit not in units or not num:
+            raise InvalidRequest(f"keep_alive {value!r} is not a duration such as '5m' or '1h'")
+        total += float(num) * units[unit]
+        num = ""
+        i += len(unit)
+    if num:
+        raise InvalidRequest(f"keep_alive {value!r} is missing a unit (s, m, h)")
+    return sign * total
+
+
+class ModelManager:
+    """Loads models through the engine registry and keeps track of them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore,
+        engines: EngineRegistry,
+        fit_check: FitCheck | None = None,
+        choose_ctx: ContextChooser | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.engines = engines
+        self.fit_check = fit_check
+        self.choose_ctx = choose_ctx
+        self._loaded: dict[str, Loaded] = {}
+        self._lock = threading.RLock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def acquire(self, name: str, *, ctx: int | None = None, keep_alive: float | None = None) -> Loaded:
+        """The loaded model called `name`, loading it first if needed."""
+        record = self.store.get(name)
+        key = str(record.name)
+        with self._lock:
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                current = self._loaded.get(key)
+                if current is not None and (ctx is None or ctx == current.ctx):
+                    if current.record.digest == record.digest:
+                        self._touch(current, keep_alive)
+                        return current
+            if current is not None:
+                self.unload(key)
+            want_ctx = ctx or self._default_ctx(record)
+            if self.fit_check is not None and not self.settings.force:
+                self.fit_check(record, want_ctx, self.settings.slots)
+            self._make_room()
+            engine = self.engines.for_record(record)
+            started = time.monotonic()
+            model = engine.load(
+                record,
+                EngineOptions(
+                    ctx=want_ctx,
+                    slots=self.settings.slots,
+                    batch_tokens=self.settings.batch_tokens,
+                    threads=self.settings.threads,
+                    gpu_layers=self.settings.gpu_layers,
+                    queue_size=self.settings.queue_size,
+                ),
+            )
+            log.info("loaded %s in %.2fs", key, time.monotonic() - started)
+            now = time.monotonic()
+            loaded = Loaded(record, model, model.n_ctx_seq, now, now, None)
+            self._touch(loaded, keep_alive)
+            with self._lock:
+                self._loaded[key] = loaded
+            return loaded
+
+    def _default_ctx(self, record: ModelRecord) -> int:
+        if self.settings.ctx:
+            return self.settings.ctx
+        if self.choose_ctx is not None:
+            return self.choose_ctx(record, self.settings.slots)
+        native = record.details.get("context_length") or DEFAULT_CTX
+        return min(int(native), DEFAULT_CTX)
+
+    def _touch(self, loaded: Loaded, keep_alive: float | None) -> None:
+        seconds = self.settings.keep_alive if keep_alive is None else keep_alive
+        loaded.last_used = time.monotonic()
+        loaded.expires_at = None if seconds < 0 else loaded.last_used + seconds
+
+    def release(self, loaded: Loaded, keep_alive: float | None = None) -> None:
+        """Mark the end of a request; restarts the keep-alive clock (0 unloads when idle)."""
+        self._touch(loaded, keep_alive)
+        if keep_alive is not None and keep_alive == 0 and loaded.model.busy == 0:
+            self.unload(loaded.name)
+
+    def _make_room(self) -> None:
+        with self._lock:
+            while len(self._loaded) >= max(1, self.settings.max_loaded_models):
+                idle = [m for m in self._loaded.values() if m.model.busy == 0] or list(self._loaded.values())
+                victim = min(idle, key=lambda m: m.last_used)
+                self.unload(victim.name)
+
+    def unload(self, name: str) -> bool:
+        with self._lock:
+            loaded = self._loaded.pop(name, None)
+        if loaded is None:
+            return False
+        loaded.model.close()
+        log.info("unloaded %s", name)
+        return True
+
+    def unload_expired(self) -> list[str]:
+        """Unload idle models whose keep-alive ran out; returns their names."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [
+                m.name
+                for m in self._loaded.values()
+                if m.expires_at is not None and m.expires_at <= now and m.model.busy == 0
+            ]
+        for name in expired:
+            self.unload(name)
+        return expired
+
+    def loaded(self) -> list[Loaded]:
+        with self._lock:
+            return sorted(self._loaded.values(), key=lambda m: m.last_used, reverse=True)
+
+    def close(self) -> None:
+        for loaded in self.loaded():
+            self.unload(loaded.name)
