@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -131,10 +132,8 @@ class ChatSession:
 
 
 def interactive(session: ChatSession) -> None:
-    try:
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401 - line editing and history for input()
-    except ImportError:
-        pass
     click.echo(click.style(f"Chatting with {session.loaded.name}. /? for help, /bye to leave.", dim=True))
     while True:
         try:
@@ -173,18 +172,19 @@ def interactive(session: ChatSession) -> None:
 @click.option("--hide-thinking", is_flag=True, help="Do not print the model's reasoning.")
 @click.option("--verbose", is_flag=True, help="Print token counts and speed after each answer.")
 @click.option("--force", is_flag=True, help="Load even if the planner says it will not fit.")
+@click.option("--interactive", "-i", "interactive_mode", is_flag=True, help="Chat interactively even when stdin is not a terminal.")
 @click.pass_context
 def run(ctx: click.Context, model: str, prompt: str | None, system: str | None, temperature: float | None,
         top_p: float | None, top_k: int | None, min_p: float | None, repeat_penalty: float | None,
         seed: int | None, max_tokens: int | None, ctx_len: int | None, hide_thinking: bool,
-        verbose: bool, force: bool) -> None:
+        verbose: bool, force: bool, interactive_mode: bool) -> None:
     """Chat with MODEL: answer PROMPT (or stdin) and exit, or start an interactive chat."""
     settings: Settings = ctx.find_root().obj
     settings.slots = 1  # one conversation: no need for batch slots
     settings.force = settings.force or force
     if ctx_len is not None and ctx_len < 16:
         raise InvalidRequest("--ctx must be at least 16 tokens")
-    if prompt is None and not sys.stdin.isatty():
+    if prompt is None and not interactive_mode and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip() or None
     loaded = services(ctx).models.acquire(model, ctx=ctx_len)
     options = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,

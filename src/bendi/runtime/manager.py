@@ -106,10 +106,10 @@ class ModelManager:
         with gate:
             with self._lock:
                 current = self._loaded.get(key)
-                if current is not None and (ctx is None or ctx == current.ctx):
-                    if current.record.digest == record.digest:
-                        self._touch(current, keep_alive)
-                        return current
+                reusable = current is not None and current.record.digest == record.digest
+                if current is not None and reusable and (ctx is None or ctx == current.ctx):
+                    self._touch(current, keep_alive)
+                    return current
             if current is not None:
                 self.unload(key)
             want_ctx = ctx or self._default_ctx(record)

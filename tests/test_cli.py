@@ -1,0 +1,116 @@
+"""The `bendi` command line, end to end on the bundled model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bendi.cli.main import cli
+
+
+def bendi(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_list_and_show() -> None:
+    code, out, _ = bendi("list")
+    assert code == 0
+    assert "smollm2:135m" in out and "Q4_1" in out and "135M" in out
+    code, out, _ = bendi("list", "--json")
+    assert json.loads(out)[0]["name"] == "smollm2:135m"
+    code, out, _ = bendi("show", "smollm2:135m", "--json")
+    data = json.loads(out)
+    assert data["architecture"] == "llama"
+    assert data["context_length"] == 8192
+    assert data["embedding_length"] == 576
+    assert data["quantization"] == "Q4_1"
+    assert data["license"] == "apache-2.0"
+    assert "<|im_start|>" in data["chat_template"]
+    code, out, _ = bendi("show", "smollm2:135m")
+    assert code == 0 and "context length" in out and "Chat template" in out
+
+
+def test_import_cp_rm(bundled_path: Path, tmp_path: Path) -> None:
+    src = tmp_path / "DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"
+    shutil.copyfile(bundled_path, src)
+    code, out, _ = bendi("import", str(src), "--name", "deepseek-r1:1.5b", "--param", "temperature=0.6")
+    assert code == 0 and "imported deepseek-r1:1.5b" in out
+    assert bendi("cp", "deepseek-r1:1.5b", "r1")[0] == 0
+    _, out, _ = bendi("list")
+    assert "deepseek-r1:1.5b" in out and "r1:latest" in out
+    assert bendi("rm", "deepseek-r1:1.5b")[0] == 0
+    code, _, err = bendi("show", "deepseek-r1:1.5b")
+    assert code == 1 and "not found" in err
+    assert bendi("show", "r1")[0] == 0
+
+
+def test_run_one_shot_and_stdin() -> None:
+    code, out, _ = bendi("run", "smollm2:135m", "What is the capital of France?",
+                         "--temperature", "0", "--max-tokens", "12")
+    assert code == 0 and out.strip()
+    code, out2, _ = bendi("run", "smollm2:135m", "--temperature", "0", "--max-tokens", "12",
+                          input="What is the capital of France?\n")
+    assert code == 0 and out2 == out
+
+
+def test_interactive_session_commands() -> None:
+    script = "/set temperature 0\n/set system Answer in one word.\nHi there\n/show\n/clear\n/bogus\n/bye\n"
+    code, out, _ = bendi("run", "smollm2:135m", "-i", "--max-tokens", "8", input=script)
+    assert code == 0
+    assert "Set temperature to 0.0." in out
+    assert "Set system prompt." in out
+    assert "temperature=0.0" in out
+    assert "Cleared the conversation." in out
+    assert "Unknown command" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "no-such-model", "hi"], "model 'no-such-model' not found"),
+        (["run", "smollm2", "hi"], "Did you mean smollm2:135m"),
+        (["show", "nothing:here"], "bendi list"),
+        (["rm", "nothing"], "not found"),
+        (["run", "smollm2:135m", "--ctx", "64", "word " * 200], "context is 64 tokens"),
+    ],
+)
+def test_errors_are_one_line(args: list[str], message: str) -> None:
+    code, out, err = bendi(*args)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_model_files_write_nothing(bundled_path: Path, tmp_path: Path, bendi_home: Path) -> None:
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(bundled_path.read_bytes()[:30_000_000])
+    before = sorted(p.name for p in (bendi_home / "models").rglob("*")) if (bendi_home / "models").exists() else []
+    for path, message in ((text, "not a GGUF"), (cut, "truncated"), (tmp_path / "missing.gguf", "no such file")):
+        code, _, err = bendi("import", str(path), "--name", "bad")
+        assert code == 1 and message in err, err
+    after = sorted(p.name for p in (bendi_home / "models").rglob("*")) if (bendi_home / "models").exists() else []
+    assert after == before
+    assert "bad" not in bendi("list")[1]
+
+
+def test_real_process_prints_no_traceback(bendi_home: Path) -> None:
+    """The installed entry point, as a user runs it."""
+    env = dict(os.environ, BENDI_HOME=str(bendi_home))
+    proc = subprocess.run([sys.executable, "-m", "bendi", "run", "missing-model", "hello"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: model 'missing-model' not found")
+    assert "Traceback" not in proc.stderr
