@@ -49,34 +49,6 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
     click.echo(table(["NAME", "ID", "SIZE", "FAMILY", "PARAMETERS", "QUANTIZATION", "MODIFIED"], rows))
 
 
-def show_data(record: ModelRecord) -> dict[str, Any]:
-    """Everything `bendi show` and /api/show report about a model."""
-    info = record.gguf()
-    d = record.details
-    return {
-        "name": str(record.name),
-        "digest": record.digest,
-        "size": record.size,
-        "path": str(record.path),
-        "architecture": info.architecture,
-        "parameter_count": info.parameter_count,
-        "parameter_size": d.get("parameter_size"),
-        "quantization": info.quantization,
-        "context_length": info.context_length,
-        "embedding_length": info.embedding_length,
-        "block_count": info.arch("block_count"),
-        "head_count": info.arch("attention.head_count"),
-        "head_count_kv": info.arch("attention.head_count_kv"),
-        "chat_template": record.manifest.get("template") or info.chat_template,
-        "template_source": "manifest" if record.manifest.get("template") else "gguf",
-        "system": record.manifest.get("system"),
-        "parameters": record.parameters,
-        "license": info.get("general.license"),
-        "general_name": info.get("general.name"),
-        "modified_at": record.modified,
-    }
-
-
 @click.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -84,7 +56,7 @@ def show_data(record: ModelRecord) -> dict[str, Any]:
 @click.pass_context
 def show(ctx: click.Context, model: str, as_json: bool, only_template: bool) -> None:
     """Show a model's architecture, size, quantization, context, template and license."""
-    data = show_data(services(ctx).store.get(model))
+    data = services(ctx).store.get(model).facts()
     if as_json:
         echo_json(data)
         return

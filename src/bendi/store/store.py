@@ -67,6 +67,34 @@ class ModelRecord:
     def gguf(self) -> GGUFInfo:
         return read_gguf(self.path)
 
+    def facts(self) -> dict[str, Any]:
+        """Everything `bendi show` and /api/show report about a model."""
+        info = self.gguf()
+        return {
+            "name": str(self.name),
+            "digest": self.digest,
+            "size": self.size,
+            "path": str(self.path),
+            "architecture": info.architecture,
+            "parameter_count": info.parameter_count,
+            "parameter_size": self.details.get("parameter_size"),
+            "quantization": info.quantization,
+            "context_length": info.context_length,
+            "embedding_length": info.embedding_length,
+            "block_count": info.arch("block_count"),
+            "head_count": info.arch("attention.head_count"),
+            "head_count_kv": info.arch("attention.head_count_kv"),
+            "chat_template": self.manifest.get("template") or info.chat_template,
+            "template_source": "manifest" if self.manifest.get("template") else "gguf",
+            "system": self.manifest.get("system"),
+            "parameters": self.parameters,
+            "license": info.get("general.license"),
+            "general_name": info.get("general.name"),
+            "modified_at": self.modified,
+            "metadata": {k: v for k, v in info.metadata.items()
+                         if not isinstance(v, dict) and k != "tokenizer.chat_template"},
+        }
+
 
 def describe_gguf(info: GGUFInfo) -> dict[str, Any]:
     """The facts about a GGUF file that `list`, `show` and the APIs report."""

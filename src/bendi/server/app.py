@@ -1,0 +1,115 @@
+"""The HTTP server: `create_app(settings)` builds a FastAPI app with its services on app.state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from bendi import __version__
+from bendi.config import Settings
+from bendi.errors import KnowledgeBaseNotFound
+from bendi.server.errors import install_error_handlers
+from bendi.server.metrics import Metrics
+from bendi.server.ollama.router import router as ollama_router
+from bendi.server.openai.router import router as openai_router
+from bendi.server.security import Guard
+from bendi.services import Services
+
+log = logging.getLogger(__name__)
+
+#: how often idle models are checked against their keep-alive
+REAP_INTERVAL = 1.0
+
+Embedder = Callable[[list[str]], tuple[list[list[float]], int]]
+
+
+def create_app(settings: Settings, services: Services | None = None,
+               on_startup: Callable[[Services], None] | None = None) -> FastAPI:
+    """Build the app. Services are created here unless given (tests may pass their own)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = app.state.services
+        if on_startup is not None:
+            await asyncio.to_thread(on_startup, svc)
+        reaper = asyncio.create_task(_reap(svc))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            # Loaded models let their running streams finish (bounded by the engine's close timeout).
+            await asyncio.to_thread(svc.close)
+
+    app = FastAPI(title="bendi", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.services = services or Services.build(settings)
+    app.state.metrics = Metrics(lambda: app.state.services.models)
+    app.state.embedder_for = lambda model: _embedder_for(app.state.services, model)
+    app.state.kb_chat = _kb_chat_unavailable
+    install_error_handlers(app)
+    app.include_router(openai_router)
+    app.include_router(ollama_router)
+    _install_kb(app)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        app.state.metrics.requests.labels(path, str(response.status_code)).inc()
+        return response
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {"status": "ok", "version": __version__,
+                "models_loaded": [m.name for m in app.state.services.models.loaded()]}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/")
+    @app.head("/")
+    async def root() -> Response:
+        # Ollama clients probe GET / before talking to the API.
+        return PlainTextResponse("bendi is running (Ollama- and OpenAI-compatible API)")
+
+    app.add_middleware(Guard, api_key=settings.api_key, max_body=settings.max_request_bytes)
+    return app
+
+
+async def _reap(services: Services) -> None:
+    while True:
+        await asyncio.sleep(REAP_INTERVAL)
+        try:
+            await asyncio.to_thread(services.models.unload_expired)
+        except Exception:  # noqa: BLE001 - the reaper must keep running
+            log.exception("unloading idle models failed")
+
+
+def _embedder_for(services: Services, model: str) -> Embedder | None:
+    """The bundled sentence embedder when `model` names it; None for models in the store."""
+    kb = getattr(services, "kb", None)
+    find = getattr(kb, "embedder_for_model", None)
+    return find(model) if find is not None else None
+
+
+async def _kb_chat_unavailable(request: Request, body: Any, name: str) -> Any:
+    raise KnowledgeBaseNotFound(f"knowledge base {name!r} not found")
+
+
+def _install_kb(app: FastAPI) -> None:
+    """Knowledge-base routes, when the knowledge-base package provides them."""
+    try:
+        from bendi.server import kb_routes
+    except ImportError:
+        return
+    app.include_router(kb_routes.router)
+    kb_chat = getattr(kb_routes, "openai_kb_chat", None)
+    if kb_chat is not None:
+        app.state.kb_chat = kb_chat

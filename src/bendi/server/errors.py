@@ -1,0 +1,84 @@
+"""Errors over HTTP: bendi errors mapped by class to each dialect's error shape.
+
+OpenAI routes (everything outside /api/) answer `{"error": {"message", "type", "param", "code"}}`;
+Ollama routes (/api/...) answer `{"error": "..."}`. Mid-stream errors become a final event.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bendi.errors import BendiError, InvalidRequest, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def is_ollama_path(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+def openai_error_body(exc: BendiError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}}
+
+
+def ollama_error_body(exc: BendiError) -> dict[str, Any]:
+    return {"error": exc.message}
+
+
+def error_body(path: str, exc: BendiError) -> dict[str, Any]:
+    return ollama_error_body(exc) if is_ollama_path(path) else openai_error_body(exc)
+
+
+def error_response(request: Request, exc: BendiError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return JSONResponse(error_body(request.url.path, exc), status_code=exc.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure through one mapping, by exception class."""
+
+    @app.exception_handler(BendiError)
+    async def _bendi(request: Request, exc: BendiError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, validation_error(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err: BendiError
+        if exc.status_code == 404:
+            err = NotFound(f"no route {request.method} {request.url.path}")
+        else:
+            err = BendiError(str(exc.detail))
+            err.status = exc.status_code
+            err.code = "http_error"
+            err.kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error_response(request, err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(request, BendiError(f"internal error: {type(exc).__name__}"))
+
+
+def validation_error(errors: Any) -> InvalidRequest:
+    """A readable 400 from pydantic's error list (first problem, with its field path)."""
+    items = list(errors)
+    if not items:
+        return InvalidRequest("invalid request body")
+    first = items[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    where = ".".join(loc)
+    msg = first.get("msg", "invalid value")
+    more = f" (and {len(items) - 1} more problems)" if len(items) > 1 else ""
+    return InvalidRequest(f"{where}: {msg}{more}" if where else f"{msg}{more}", param=where or None)

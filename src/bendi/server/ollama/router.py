@@ -1,0 +1,171 @@
+"""Ollama-compatible routes under /api."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from bendi import __version__
+from bendi.errors import NotAvailableOffline
+from bendi.runtime.manager import parse_keep_alive
+from bendi.server.body import parse_body
+from bendi.server.generation import acquire, collect, start
+from bendi.server.ollama import protocol as p
+from bendi.server.ollama import serving
+from bendi.server.openai.router import embed_texts
+
+router = APIRouter(prefix="/api")
+
+#: Desktop clients gate features on the Ollama version they see; this is the API level bendi speaks.
+OLLAMA_API_VERSION = "0.12.0"
+NDJSON = "application/x-ndjson"
+
+
+def _state(request: Request) -> Any:
+    return request.app.state
+
+
+def _keep_alive(state: Any, value: Any) -> float:
+    return parse_keep_alive(value, state.services.settings.keep_alive)
+
+
+@router.post("/chat")
+async def chat(request: Request) -> Any:
+    state = _state(request)
+    body = await parse_body(request, p.ChatRequest)
+    keep_alive = _keep_alive(state, body.keep_alive)
+    if not body.messages:  # Ollama: an empty chat loads (or with keep_alive 0 unloads) the model
+        return await _load_or_unload(state, body.model, keep_alive, body.options.num_ctx, chat=True)
+    record = state.services.store.get(body.model)
+    run = await start(state.services, state.metrics, serving.to_chat_request(body, record),
+                      ctx=body.options.num_ctx, keep_alive=keep_alive)
+    if body.stream:
+        return StreamingResponse(serving.stream(run, chat=True), media_type=NDJSON)
+    return JSONResponse(serving.chat_response(run, await collect(run.events)))
+
+
+@router.post("/generate")
+async def generate(request: Request) -> Any:
+    state = _state(request)
+    body = await parse_body(request, p.GenerateRequest)
+    keep_alive = _keep_alive(state, body.keep_alive)
+    if not body.prompt:
+        return await _load_or_unload(state, body.model, keep_alive, body.options.num_ctx, chat=False)
+    record = state.services.store.get(body.model)
+    run = await start(state.services, state.metrics, serving.to_generate_request(body, record),
+                      ctx=body.options.num_ctx, keep_alive=keep_alive)
+    if body.stream:
+        return StreamingResponse(serving.stream(run, chat=False), media_type=NDJSON)
+    return JSONResponse(serving.generate_response(run, await collect(run.events)))
+
+
+async def _load_or_unload(state: Any, model: str, keep_alive: float, ctx: int | None, chat: bool) -> Any:
+    name = str(state.services.store.get(model).name)
+    reason = "load"
+    if keep_alive == 0:
+        await asyncio.to_thread(state.services.models.unload, name)
+        reason = "unload"
+    else:
+        await acquire(state.services, name, ctx=ctx, keep_alive=keep_alive)
+    body: dict[str, Any] = {"model": name, "created_at": serving.now_iso(), "done": True, "done_reason": reason}
+    if chat:
+        body["message"] = {"role": "assistant", "content": ""}
+    else:
+        body["response"] = ""
+    return body
+
+
+@router.post("/embed")
+async def embed(request: Request) -> Any:
+    state = _state(request)
+    body = await parse_body(request, p.EmbedRequest)
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    started = time.perf_counter()
+    vectors, tokens, name = await embed_texts(state, body.model, texts, _keep_alive(state, body.keep_alive))
+    return {"model": name, "embeddings": vectors,
+            "total_duration": int((time.perf_counter() - started) * serving.NS),
+            "load_duration": 0, "prompt_eval_count": tokens}
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request) -> Any:
+    state = _state(request)
+    body = await parse_body(request, p.EmbeddingsRequest)
+    vectors, _, _ = await embed_texts(state, body.model, [body.prompt], _keep_alive(state, body.keep_alive))
+    return {"embedding": vectors[0]}
+
+
+@router.get("/tags")
+async def tags(request: Request) -> Any:
+    return {"models": [serving.tag_entry(r) for r in _state(request).services.store.list()]}
+
+
+@router.post("/show")
+async def show(request: Request) -> Any:
+    state = _state(request)
+    body = await parse_body(request, p.ModelRequest)
+    record = state.services.store.get(body.target())
+    facts = record.facts()
+    params = "\n".join(f"{k} {v}" for k, v in facts["parameters"].items())
+    capabilities = ["completion"]
+    if facts["chat_template"] and "<think>" in facts["chat_template"]:
+        capabilities.append("thinking")
+    return {
+        "license": facts["license"] or "",
+        "modelfile": f"FROM {facts['path']}\n",
+        "parameters": params,
+        "template": facts["chat_template"] or "",
+        "system": facts["system"] or "",
+        "details": serving.model_details(record),
+        "model_info": {**facts["metadata"], "general.parameter_count": facts["parameter_count"]},
+        "capabilities": capabilities,
+        "modified_at": serving.iso(record.modified),
+    }
+
+
+@router.get("/ps")
+async def ps(request: Request) -> Any:
+    models = []
+    for item in _state(request).services.models.loaded():
+        entry = serving.tag_entry(item.record)
+        entry.update({"expires_at": serving.expires_iso(item.expires_at), "size_vram": 0,
+                      "context_length": item.ctx})
+        entry.pop("modified_at", None)
+        models.append(entry)
+    return {"models": models}
+
+
+@router.delete("/delete")
+async def delete(request: Request) -> Response:
+    state = _state(request)
+    body = await parse_body(request, p.ModelRequest)
+    record = state.services.store.get(body.target())
+    await asyncio.to_thread(state.services.models.unload, str(record.name))
+    state.services.store.remove(str(record.name))
+    return Response(status_code=200)
+
+
+@router.post("/copy")
+async def copy(request: Request) -> Response:
+    state = _state(request)
+    body = await parse_body(request, p.CopyRequest)
+    state.services.store.copy(body.source, body.destination)
+    return Response(status_code=200)
+
+
+@router.post("/pull")
+async def pull(request: Request) -> Any:
+    body = await parse_body(request, p.PullRequest)
+    raise NotAvailableOffline(
+        f"cannot pull {body.target()}: bendi does not download models at run time. Copy the GGUF "
+        "file here and run `bendi import FILE --name NAME`."
+    )
+
+
+@router.get("/version")
+async def version() -> Any:
+    return {"version": OLLAMA_API_VERSION, "bendi": __version__}

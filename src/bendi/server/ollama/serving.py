@@ -1,0 +1,179 @@
+"""Ollama dialect: translate requests to the internal shape and events back to Ollama JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from bendi.errors import BendiError, InvalidRequest, UnsupportedParameter
+from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta
+from bendi.server.errors import ollama_error_body
+from bendi.server.generation import Collected, Run, sampling_for
+from bendi.server.ollama import protocol as p
+from bendi.store import ModelRecord
+
+NS = 1_000_000_000
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    if fmt is None or fmt == "":
+        return None
+    if fmt == "json":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict):
+        return {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
+    raise InvalidRequest(f"format must be 'json' or a JSON schema object, not {fmt!r}", param="format")
+
+
+def _think(value: bool | str | None) -> bool:
+    # Reasoning goes to message.thinking only when asked for; otherwise it is dropped, never
+    # left in the answer. Ollama also accepts effort levels ("low", "high") for some models.
+    if isinstance(value, str):
+        return value.lower() not in ("false", "none", "")
+    return bool(value)
+
+
+def to_chat_request(body: p.ChatRequest, record: ModelRecord) -> ChatRequest:
+    messages = []
+    for m in body.messages:
+        if m.images:
+            raise UnsupportedParameter("images are not supported by this model", param="images")
+        msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:
+            msg["tool_calls"] = m.tool_calls
+        messages.append(msg)
+    if not messages:
+        raise InvalidRequest("messages must not be empty", param="messages")
+    return ChatRequest(
+        model=body.model,
+        messages=messages,
+        sampling=sampling_for(record.parameters, body.options.sampling_overrides()),
+        max_tokens=body.options.max_tokens(),
+        stop=body.options.stop_list(),
+        response_format=response_format(body.format),
+        think=_think(body.think),
+        tools=body.tools,
+    )
+
+
+def to_generate_request(body: p.GenerateRequest, record: ModelRecord) -> ChatRequest:
+    if body.images:
+        raise UnsupportedParameter("images are not supported by this model", param="images")
+    if body.suffix:
+        raise UnsupportedParameter("suffix (fill-in-the-middle) is not supported", param="suffix")
+    if body.template:
+        raise UnsupportedParameter(
+            "a per-request template is not supported; import the model with --template", param="template")
+    if body.context:
+        raise UnsupportedParameter("context is not supported; use /api/chat for conversations",
+                                   param="context")
+    common: dict[str, Any] = {
+        "model": body.model,
+        "sampling": sampling_for(record.parameters, body.options.sampling_overrides()),
+        "max_tokens": body.options.max_tokens(),
+        "stop": body.options.stop_list(),
+        "response_format": response_format(body.format),
+        "think": _think(body.think),
+    }
+    if body.raw:
+        return ChatRequest(prompt=body.prompt, **common)
+    messages = [{"role": "user", "content": body.prompt}]
+    if body.system:
+        messages.insert(0, {"role": "system", "content": body.system})
+    return ChatRequest(messages=messages, **common)
+
+
+def _stats(run: Run, done: Done) -> dict[str, Any]:
+    return {
+        "done_reason": "stop" if done.finish_reason in ("stop", "cancelled") else done.finish_reason,
+        "total_duration": int((done.total_seconds + run.load_seconds) * NS),
+        "load_duration": int(run.load_seconds * NS),
+        "prompt_eval_count": done.usage.prompt_tokens,
+        "prompt_eval_duration": int(done.prompt_seconds * NS),
+        "eval_count": done.usage.completion_tokens,
+        "eval_duration": int(done.decode_seconds * NS),
+    }
+
+
+def chat_response(run: Run, result: Collected) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    if result.reasoning:
+        message["thinking"] = result.reasoning
+    return {"model": run.loaded.name, "created_at": now_iso(), "message": message, "done": True,
+            **_stats(run, result.done)}
+
+
+def generate_response(run: Run, result: Collected) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": run.loaded.name, "created_at": now_iso(), "response": result.text,
+                            "done": True, **_stats(run, result.done)}
+    if result.reasoning:
+        body["thinking"] = result.reasoning
+    return body
+
+
+def ndjson(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, ensure_ascii=False) + "\n").encode()
+
+
+async def stream(run: Run, chat: bool) -> AsyncIterator[bytes]:
+    name = run.loaded.name
+    try:
+        async for event in run.events:
+            if isinstance(event, TextDelta | ReasoningDelta):
+                key = "content" if isinstance(event, TextDelta) else "thinking"
+                if chat:
+                    part: dict[str, Any] = {"message": {"role": "assistant", "content": "", key: event.text}}
+                else:
+                    part = {"response": event.text if key == "content" else ""}
+                    if key == "thinking":
+                        part["thinking"] = event.text
+                yield ndjson({"model": name, "created_at": now_iso(), **part, "done": False})
+            elif isinstance(event, Done):
+                last: dict[str, Any] = (
+                    {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+                )
+                yield ndjson({"model": name, "created_at": now_iso(), **last, "done": True,
+                              **_stats(run, event)})
+    except BendiError as exc:
+        yield ndjson(ollama_error_body(exc))
+
+
+def model_details(record: ModelRecord) -> dict[str, Any]:
+    d = record.details
+    family = d.get("family") or "unknown"
+    return {
+        "parent_model": "",
+        "format": d.get("format", "gguf"),
+        "family": family,
+        "families": [family],
+        "parameter_size": d.get("parameter_size", ""),
+        "quantization_level": d.get("quantization_level", ""),
+    }
+
+
+def tag_entry(record: ModelRecord) -> dict[str, Any]:
+    return {
+        "name": str(record.name),
+        "model": str(record.name),
+        "modified_at": iso(record.modified),
+        "size": record.size,
+        "digest": record.digest.split(":", 1)[-1],
+        "details": model_details(record),
+    }
+
+
+def expires_iso(expires_at: float | None) -> str:
+    if expires_at is None:
+        return iso(time.time() + 100 * 365 * 86400)
+    return iso(time.time() + (expires_at - time.monotonic()))

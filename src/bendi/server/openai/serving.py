@@ -1,0 +1,196 @@
+"""OpenAI dialect: translate requests to the internal shape and events back to OpenAI JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from bendi.errors import BendiError, UnsupportedParameter
+from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta, TokenLogprob
+from bendi.server.errors import openai_error_body
+from bendi.server.generation import Collected, Run, sampling_for
+from bendi.server.openai.protocol import ChatCompletionRequest, CompletionRequest
+
+FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
+
+
+def _check_n(n: int) -> None:
+    if n != 1:
+        raise UnsupportedParameter("n > 1 is not supported; send separate requests", param="n")
+
+
+def to_chat_request(body: ChatCompletionRequest, model_params: dict[str, Any]) -> ChatRequest:
+    _check_n(body.n)
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    return ChatRequest(
+        model=body.model,
+        messages=[m.model_dump(exclude_none=True) for m in body.messages],
+        sampling=sampling_for(model_params, body.sampling_overrides()),
+        max_tokens=max_tokens,
+        stop=body.stop_list(),
+        response_format=body.response_format,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        tools=body.tools,
+    )
+
+
+def to_completion_request(body: CompletionRequest, model_params: dict[str, Any]) -> ChatRequest:
+    _check_n(body.n)
+    if body.suffix:
+        raise UnsupportedParameter("suffix (fill-in-the-middle) is not supported", param="suffix")
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1 or not isinstance(prompt[0], str):
+            raise UnsupportedParameter("prompt must be a string or a list of one string", param="prompt")
+        prompt = prompt[0]
+    return ChatRequest(
+        model=body.model,
+        prompt=prompt,
+        sampling=sampling_for(model_params, body.sampling_overrides()),
+        max_tokens=body.max_tokens,
+        stop=body.stop_list(),
+        response_format=body.response_format,
+        logprobs=body.logprobs,
+    )
+
+
+def _usage(done: Done) -> dict[str, int]:
+    u = done.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+def _chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
+    return {"content": [
+        {"token": i.token, "logprob": i.logprob, "bytes": i.bytes,
+         "top_logprobs": [{"token": t, "logprob": lp, "bytes": b} for t, lp, b in i.top]}
+        for i in items
+    ]}
+
+
+def chat_response(run: Run, result: Collected, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    if result.reasoning:
+        message["reasoning_content"] = result.reasoning
+        message["reasoning"] = result.reasoning
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": message,
+        "logprobs": _chat_logprobs(result.logprobs) if result.logprobs else None,
+        "finish_reason": FINISH[result.done.finish_reason],
+    }
+    body = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": run.loaded.name,
+        "system_fingerprint": f"bendi-{run.loaded.record.digest[7:19]}",
+        "choices": [choice],
+        "usage": _usage(result.done),
+    }
+    body.update(extra or {})
+    return body
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode()
+
+
+async def chat_stream(run: Run, include_usage: bool, extra: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": run.loaded.name,
+            "system_fingerprint": f"bendi-{run.loaded.record.digest[7:19]}"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+        return sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                                         "finish_reason": finish}]})
+
+    first = {"role": "assistant", "content": ""}
+    yield chunk(first)
+    if extra:
+        yield sse({**base, "choices": [], **extra})
+    try:
+        async for event in run.events:
+            if isinstance(event, TextDelta):
+                lp = _chat_logprobs(event.logprobs) if event.logprobs else None
+                yield chunk({"content": event.text}, logprobs=lp)
+            elif isinstance(event, ReasoningDelta):
+                yield chunk({"reasoning_content": event.text, "reasoning": event.text})
+            elif isinstance(event, Done):
+                yield chunk({}, FINISH[event.finish_reason])
+                if include_usage:
+                    yield sse({**base, "choices": [], "usage": _usage(event)})
+    except BendiError as exc:
+        yield sse(openai_error_body(exc))
+    yield sse("[DONE]")
+
+
+def _completion_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
+    offset, offsets = 0, []
+    for i in items:
+        offsets.append(offset)
+        offset += len(i.token)
+    return {
+        "tokens": [i.token for i in items],
+        "token_logprobs": [i.logprob for i in items],
+        "top_logprobs": [{t: lp for t, lp, _ in i.top} for i in items],
+        "text_offset": offsets,
+    }
+
+
+def completion_response(run: Run, result: Collected, echo_prompt: str | None) -> dict[str, Any]:
+    text = (echo_prompt or "") + result.text
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": run.loaded.name,
+        "choices": [{
+            "index": 0, "text": text,
+            "logprobs": _completion_logprobs(result.logprobs) if result.logprobs else None,
+            "finish_reason": FINISH[result.done.finish_reason],
+        }],
+        "usage": _usage(result.done),
+    }
+
+
+async def completion_stream(run: Run, include_usage: bool, echo_prompt: str | None) -> AsyncIterator[bytes]:
+    base = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
+            "created": int(time.time()), "model": run.loaded.name}
+    if echo_prompt:
+        yield sse({**base, "choices": [{"index": 0, "text": echo_prompt, "logprobs": None,
+                                        "finish_reason": None}]})
+    try:
+        async for event in run.events:
+            if isinstance(event, TextDelta):
+                lp = _completion_logprobs(event.logprobs) if event.logprobs else None
+                yield sse({**base, "choices": [{"index": 0, "text": event.text, "logprobs": lp,
+                                                "finish_reason": None}]})
+            elif isinstance(event, Done):
+                yield sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
+                                                "finish_reason": FINISH[event.finish_reason]}]})
+                if include_usage:
+                    yield sse({**base, "choices": [], "usage": _usage(event)})
+    except BendiError as exc:
+        yield sse(openai_error_body(exc))
+    yield sse("[DONE]")
+
+
+def embedding_response(model: str, vectors: list[list[float]], tokens: int, encoding: str) -> dict[str, Any]:
+    data = []
+    for i, vec in enumerate(vectors):
+        value: Any = vec
+        if encoding == "base64":
+            value = base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
