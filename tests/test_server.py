@@ -377,4 +377,4 @@ def test_graceful_shutdown_finishes_streams(tmp_path: Path) -> None:
     assert code_holder == [0]
     events = [line for line in lines if line]
     assert events[-1] == "data: [DONE]"  # the in-flight stream ran to its end
-    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == "length"
+    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] in ("stop", "length")
