@@ -36,7 +36,12 @@ class Settings:
     max_loaded_models: int = _describe("Models kept loaded at once before LRU unloading.", 3)
     max_request_bytes: int = _describe("Largest accepted request body in bytes.", 8 * 1024 * 1024)
     gpu_layers: int = _describe("Layers offloaded to the GPU when the build supports it.", 0)
+    shutdown_grace: float = _describe(
+        "Seconds in-flight streams get to finish at shutdown before they end with an error event.", 20.0
+    )
     force: bool = _describe("Load models even when the planner says they will not fit.", False)
+    memory_limit: str | None = _describe(
+        "Memory the load guard may use (e.g. 16GB); None uses the RAM available now.", None)
 
     @property
     def models_dir(self) -> Path:

@@ -1,9 +1,196 @@
-"""(not yet built)"""
+"""`bendi doctor` (what this machine has) and `bendi plan` (what runs on it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+from bendi.cli.common import echo_json, human_bytes, services, table
+from bendi.config import Settings
+from bendi.errors import BendiError, ModelNotFound
+from bendi.planner import hardware
+from bendi.planner.catalog import CatalogModel, from_gguf, load_catalog
+from bendi.planner.plan import Gpu, Hardware, ModelPlan, parse_gpus, parse_size, plan_models
+
+#: bumped when a key of the --json output changes meaning or disappears
+SCHEMA_VERSION = 1
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in docs/planner.md).")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Show this machine: CPU, memory, disk, accelerators, and the llama.cpp build."""
+    settings: Settings = ctx.find_root().obj
+    report = hardware.detect(settings.home)
+    if as_json:
+        echo_json({"schema": SCHEMA_VERSION, **report.to_dict()})
+        return
+    cpu = report.cpu
+    flags = " ".join(k.upper() for k, v in cpu.flags.items() if v) or "none detected"
+    rows: list[tuple[str, str]] = [
+        ("OS", f"{report.os} ({report.arch})"),
+        ("CPU", cpu.model),
+        ("Cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical"),
+        ("SIMD", flags),
+        ("Memory", f"{human_bytes(report.memory_total)} total, {human_bytes(report.memory_available)} available"),
+        ("Disk", f"{human_bytes(report.disk_free)} free under {report.disk_path}"),
+    ]
+    click.echo(table(["Machine", ""], rows))
+    click.echo("")
+    acc_rows = []
+    for tool in report.tools:
+        if not tool.found:
+            acc_rows.append((tool.tool, "not found", ""))
+        elif tool.error:
+            acc_rows.append((tool.tool, "error", tool.error))
+        elif not tool.devices:
+            acc_rows.append((tool.tool, "no devices", ""))
+        for d in tool.devices:
+            mem = human_bytes(d.memory_total)
+            if d.memory_used is not None:
+                mem += f" ({human_bytes(d.memory_free)} free)"
+            if d.unified:
+                mem += " unified"
+            acc_rows.append((tool.tool, f"#{d.index} {d.name}", mem))
+    click.echo(table(["Accelerator tool", "Device", "Memory"], acc_rows))
+    click.echo("")
+    ll = report.llama_cpp
+    if ll.get("installed"):
+        click.echo(f"llama.cpp (llama-cpp-python {ll['version']}): backends {', '.join(ll['backends'])}; "
+                   f"GPU offload {'yes' if ll['gpu_offload'] else 'no (CPU-only build)'}")
+        click.echo(f"  {ll['system_info']}")
+    else:
+        click.echo(f"llama.cpp: not installed ({ll.get('error')})")
+
+
+def build_hardware(settings: Settings, gpus: str | None, ram: str | None, *, measure: bool = True) -> Hardware:
+    """The machine to plan for: this one, or the one --gpus/--ram describe."""
+    if gpus is not None or ram is not None:
+        given_gpus = parse_gpus(gpus) if gpus else []
+        ram_bytes = parse_size(ram) if ram else hardware.available_memory()[1]
+        bw = hardware.measure_bandwidth() if measure and not ram else None
+        return Hardware(ram_bytes, given_gpus, bw, origin="given")
+    report_tools = hardware.detect_accelerators()
+    llama = hardware.detect_llama_cpp()
+    detected = [
+        Gpu(d.name, d.memory_free if not d.unified else d.memory_total,
+            hardware.gpu_bandwidth(d.name), d.unified)
+        for t in report_tools for d in t.devices
+    ]
+    _, avail = hardware.available_memory()
+    return Hardware(avail, detected, hardware.measure_bandwidth() if measure else None,
+                    origin="detected", gpu_offload=bool(llama.get("gpu_offload")))
+
+
+def _models(ctx: click.Context, name: str | None) -> list[tuple[CatalogModel, str]]:
+    catalog = load_catalog()
+    if name:
+        matches = [(m, "catalog") for m in catalog if m.matches(name)]
+        if matches:
+            return matches
+        store = services(ctx).store
+        try:
+            record = store.get(name)
+        except ModelNotFound:
+            known = ", ".join(m.name for m in catalog)
+            raise ModelNotFound(f"model {name!r} is neither installed nor in the catalog ({known})",
+                                param="model") from None
+        return [(from_gguf(str(record.name), record.gguf()), "store")]
+    models = [(m, "catalog") for m in catalog]
+    for record in services(ctx).store.list():
+        try:
+            models.append((from_gguf(str(record.name), record.gguf()), "store"))
+        except BendiError:
+            continue  # a broken file is `bendi list`'s business, not the planner's
+    return models
+
+
+def _speed(plan: ModelPlan) -> str:
+    opt = plan.recommended
+    if opt is None or opt.tokens_per_second is None:
+        return "-"
+    return f"~{opt.tokens_per_second:.0f} tok/s" if opt.tokens_per_second >= 10 else f"~{opt.tokens_per_second:.1f} tok/s"
+
+
+@click.command("plan")
+@click.argument("model", required=False)
+@click.option("--ctx", "ctx_len", type=int, help="Context length per sequence to plan for.")
+@click.option("--slots", type=int, default=1, show_default=True, help="Concurrent sequences.")
+@click.option("--gpus", help="Hypothetical GPUs, e.g. 4x24GB, 8xH200, 2x80GB.")
+@click.option("--ram", help="Hypothetical RAM for the model, e.g. 64GB.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in docs/planner.md).")
+@click.pass_context
+def plan(ctx: click.Context, model: str | None, ctx_len: int | None, slots: int, gpus: str | None,
+         ram: str | None, as_json: bool) -> None:
+    """Which models fit here (or on --gpus/--ram), at which quantization, context and speed."""
+    settings: Settings = ctx.find_root().obj
+    if ctx_len is not None and ctx_len < 256:
+        raise click.BadParameter("must be at least 256 tokens", param_hint="--ctx")
+    if slots < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--slots")
+    hw = build_hardware(settings, gpus, ram)
+    plans = plan_models(_models(ctx, model), hw, ctx_len, slots)
+    if as_json:
+        echo_json({"schema": SCHEMA_VERSION, "hardware": _hardware_dict(hw),
+                   "models": [p.to_dict() for p in plans]})
+        return
+    click.echo(_hardware_line(hw))
+    rows = []
+    for p in plans:
+        r = p.recommended
+        rows.append((
+            p.model + (" *" if p.source == "store" else ""),
+            p.verdict,
+            r.quantization if r else "-",
+            r.ctx if r else "-",
+            human_bytes(r.memory) if r else "-",
+            _speed(p),
+            p.best_quality if r and r.engine == "llama.cpp" and p.best_quality != r.quantization else "",
+        ))
+    click.echo(table(["Model", "Verdict", "Quant", "Context", "Memory", "Speed (upper bound)", "Also fits"], rows))
+    for p in plans:
+        if p.vllm is not None:
+            click.echo(f"\n{p.model}: vLLM {p.vllm.detail['layout']} at {p.vllm.quantization}, "
+                       f"{human_bytes(p.vllm.detail['weights_per_gpu'])} weights per GPU, room for "
+                       f"~{p.vllm.detail['kv_tokens_capacity']:,} tokens of KV cache\n  {p.vllm.detail['command']}")
+            if p.vllm_note:
+                click.echo(f"  note: {p.vllm_note}")
+        elif p.vllm_note and hw.discrete_gpus and model:
+            click.echo(f"\n{p.model}: no vLLM deployment: {p.vllm_note}")
+        for note in p.notes:
+            click.echo(f"{p.model}: {note}")
+    click.echo("\nSpeeds are estimates: bytes read per token / memory bandwidth (an upper bound)."
+               + ("  * = installed model, planned from its GGUF header." if any(p.source == "store" for p in plans) else ""))
+
+
+def _hardware_dict(hw: Hardware) -> dict[str, Any]:
+    return {
+        "origin": hw.origin,
+        "ram": hw.ram,
+        "ram_budget": hw.ram_budget,
+        "cpu_bandwidth": hw.cpu_bandwidth,
+        "gpu_offload": hw.gpu_offload,
+        "gpus": [{"name": g.name, "memory": g.memory, "bandwidth": g.bandwidth, "unified": g.unified}
+                 for g in hw.gpus],
+    }
+
+
+def _hardware_line(hw: Hardware) -> str:
+    what = "this machine" if hw.origin == "detected" else "the described machine"
+    ram = f"{human_bytes(hw.ram)} RAM {'available' if hw.origin == 'detected' else ''}".strip()
+    groups: dict[str, int] = {}
+    for g in hw.gpus:
+        key = f"{g.name} ({human_bytes(g.memory)}{' unified' if g.unified else ''})"
+        groups[key] = groups.get(key, 0) + 1
+    gpus = ", ".join(f"{n} x {k}" for k, n in groups.items()) or "no GPU"
+    if hw.gpus and not hw.gpu_offload:
+        gpus += " (this llama.cpp build cannot offload)"
+    bw = f", CPU memory bandwidth {human_bytes(hw.cpu_bandwidth)}/s measured" if hw.cpu_bandwidth else ""
+    return f"Planning for {what}: {ram}, {gpus}{bw}; a {int(100 * 0.1)}% safety margin is kept.\n"
 
 
 def register(group: click.Group) -> None:
-    return None
+    group.add_command(doctor)
+    group.add_command(plan)
