@@ -334,3 +334,34 @@ def test_estimate_parts_are_consistent() -> None:
     assert est.total == est.weights + est.kv_cache + est.compute + est.overhead
     # a GPU commits llama.cpp's whole reservation (full-batch logits); a CPU touches part of it
     assert estimate(shape, 1000, 16, 2, gpu=True).compute > est.compute
+
+
+@pytest.mark.slow
+def test_guard_through_the_api(tmp_path: Path) -> None:
+    """The server answers a model that will not fit with a clear 507 and keeps serving."""
+    import httpx
+    from tests.server_util import ServerProcess
+
+    # 155 MB: the bundled model needs ~182 MB at 2048 tokens, ~148 MB at 512
+    server = ServerProcess(tmp_path / "home", "--slots", "1", "--ctx", "2048",
+                           env={"BENDI_MEMORY_LIMIT": "155MB"}).wait_ready()
+    try:
+        messages = [{"role": "user", "content": "Hi"}]
+        refused = httpx.post(server.url + "/v1/chat/completions", timeout=120,
+                             json={"model": "smollm2:135m", "messages": messages, "max_tokens": 2})
+        assert refused.status_code == 507
+        error = refused.json()["error"]
+        assert error["code"] == "insufficient_memory"
+        assert "155 MB of memory is available" in error["message"] and "--ctx 512" in error["message"]
+        ollama_refused = httpx.post(server.url + "/api/chat", timeout=120,
+                                    json={"model": "smollm2:135m", "messages": messages, "stream": False})
+        assert ollama_refused.status_code == 507 and "needs" in ollama_refused.json()["error"]
+        assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+        # the suggested shorter context fits, and the server serves it
+        ok = httpx.post(server.url + "/api/chat", timeout=120, json={
+            "model": "smollm2:135m", "messages": messages, "stream": False,
+            "options": {"num_ctx": 512, "num_predict": 2}})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["done"] is True
+    finally:
+        server.stop()
