@@ -14,9 +14,9 @@ import numpy as np
 import ollama
 import openai
 import pytest
+from tests.server_util import ServerProcess
 
 from bendi.store import ModelStore, bundled_model_path
-from tests.server_util import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,8 @@ for q, r, a in [("What is 2+2?", "Two plus two is four.", "4"), ("What is 3+3?",
     SHOTS += [{"role": "user", "content": q}, {"role": "assistant", "content": f"<think>\n{r}\n</think>\n\n{a}"}]
 THINK_MESSAGES = [*SHOTS, {"role": "user", "content": "What is 4+4?"}]
 HELLO = [{"role": "user", "content": "Say hello in five words."}]
+# At temperature 0 the bundled model answers this with a phrase it repeats until the context ends.
+LOOPING = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +131,16 @@ def test_openai_reasoning_fields(oai: openai.OpenAI) -> None:
 
 
 def test_openai_json_schema(oai: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 40},
+                                               "age": {"type": "integer"}},
               "required": ["name", "age"], "additionalProperties": False}
     out = oai.chat.completions.create(
         model="smollm2:135m", messages=[{"role": "user", "content": "Invent a person."}], max_tokens=80,
+        temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
     )
     jsonschema.validate(json.loads(out.choices[0].message.content or ""), schema)
-    obj = oai.chat.completions.create(model="smollm2:135m", messages=HELLO, max_tokens=60,
+    obj = oai.chat.completions.create(model="smollm2:135m", messages=HELLO, max_tokens=200, temperature=0,
                                       response_format={"type": "json_object"})
     assert isinstance(json.loads(obj.choices[0].message.content or ""), dict)
 
@@ -258,8 +262,7 @@ def running(server: ServerProcess) -> float:
 
 
 def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
-    body = {"model": "smollm2:135m", "messages": HELLO, "max_tokens": 1000, "stream": True,
-            "stop": ["never-happens"]}
+    body = {"model": "smollm2:135m", "messages": LOOPING, "temperature": 0, "stream": True}
     with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=120) as response:
         lines = response.iter_lines()
         for _ in range(4):
@@ -362,7 +365,7 @@ def test_auth_and_bind_rules(tmp_path: Path) -> None:
 
 
 def test_graceful_shutdown_finishes_streams(tmp_path: Path) -> None:
-    proc = ServerProcess(tmp_path / "home").wait_ready()
+    proc = ServerProcess(tmp_path / "home", env={"BENDI_SHUTDOWN_GRACE": "300"}).wait_ready()
     body = {"model": "smollm2:135m", "messages": HELLO, "max_tokens": 40, "stream": True}
     lines: list[str] = []
     with httpx.stream("POST", proc.url + "/v1/chat/completions", json=body, timeout=120) as response:
@@ -378,3 +381,19 @@ def test_graceful_shutdown_finishes_streams(tmp_path: Path) -> None:
     events = [line for line in lines if line]
     assert events[-1] == "data: [DONE]"  # the in-flight stream ran to its end
     assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_shutdown_ends_long_streams_with_an_error_event(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path / "home", env={"BENDI_SHUTDOWN_GRACE": "0.5"}).wait_ready()
+    body = {"model": "smollm2:135m", "messages": LOOPING, "options": {"temperature": 0}}
+    with httpx.stream("POST", proc.url + "/api/chat", json=body, timeout=120) as response:
+        it = response.iter_lines()
+        first = next(it)
+        code_holder: list[int] = []
+        stopper = threading.Thread(target=lambda: code_holder.append(proc.stop(timeout=60)))
+        stopper.start()
+        rest = [line for line in it if line]
+        stopper.join()
+    assert json.loads(first)["done"] is False
+    assert "shutting down" in json.loads(rest[-1]).get("error", ""), rest[-3:]
+    assert code_holder == [0]

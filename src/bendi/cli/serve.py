@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from types import FrameType
 
 import click
+import uvicorn
 
 from bendi.config import Settings
+from bendi.errors import ServerBusy
 from bendi.server.security import check_bind
+from bendi.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +31,6 @@ log = logging.getLogger(__name__)
 def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str | None, slots: int | None,
           ctx_len: int | None, keep_alive: str | None, demo: bool, preload: tuple[str, ...]) -> None:
     """Start the OpenAI- and Ollama-compatible server."""
-    import uvicorn
-
     from bendi.runtime.manager import parse_keep_alive
     from bendi.server.app import create_app
 
@@ -40,10 +44,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str |
         settings.keep_alive = parse_keep_alive(keep_alive, settings.keep_alive)
     check_bind(settings.host, settings.api_key)
 
-    def startup(services: object) -> None:
-        from bendi.services import Services
-
-        assert isinstance(services, Services)
+    def startup(services: Services) -> None:
         if demo:
             try:
                 from bendi.kb.demo import ensure_demo_kb
@@ -58,8 +59,29 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str |
                    f"(OpenAI: /v1, Ollama: /api); Ctrl-C to stop")
 
     app = create_app(settings, on_startup=startup)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a clean stop
+        _DrainingServer(config, app.state.services, settings.shutdown_grace).run()
+
+
+class _DrainingServer(uvicorn.Server):
+    """On Ctrl-C/SIGTERM: stop accepting, let streams run for the grace period, then end the
+    ones still running with an error event, so every client gets a well-formed ending."""
+
+    def __init__(self, config: uvicorn.Config, services: Services, grace: float) -> None:
+        super().__init__(config)
+        self._services = services
+        self._grace = grace
+        self._timer: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._timer is None:
+            error = ServerBusy("the server is shutting down; retry against another instance")
+            self._timer = threading.Timer(self._grace, self._services.models.abort_all, args=(error,))
+            self._timer.daemon = True
+            self._timer.start()
+        super().handle_exit(sig, frame)
 
 
 def register(group: click.Group) -> None:

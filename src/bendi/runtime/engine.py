@@ -3,7 +3,7 @@ would use (an entry point in the `bendi.engines` group); core never branches on 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ class LoadedModel(Protocol):
     n_ctx_seq: int
     slots: int
 
-    def generate(self, request: ChatRequest) -> Iterator[Event]: ...
+    def generate(self, request: ChatRequest) -> Generator[Event, None, None]: ...
 
     def agenerate(self, request: ChatRequest) -> AsyncIterator[Event]: ...
 

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,7 @@ class LlamaModel:
         self._free_slots = list(range(self.slots - 1, -1, -1))
         self._cond = threading.Condition()
         self._closing = False
+        self._abort: BendiError | None = None
         self.stats = {"steps": 0, "tokens_in": 0, "tokens_out": 0, "requests": 0}
         self._thread = threading.Thread(target=self._loop, name=f"bendi-{self.name}", daemon=True)
         self._thread.start()
@@ -314,7 +315,7 @@ class LlamaModel:
             self._cond.notify()
         return stream
 
-    def generate(self, request: ChatRequest) -> Iterator[Event]:
+    def generate(self, request: ChatRequest) -> Generator[Event, None, None]:
         """Run a request and yield its events (blocking). Closing the iterator cancels it."""
         q: queue.SimpleQueue[Event | BaseException] = queue.SimpleQueue()
         stream = self.submit(request, q.put)
@@ -405,10 +406,13 @@ class LlamaModel:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not self._pending and not self._running:
+                while not (self._closing or self._pending or self._running or self._abort):
                     self._cond.wait()
                 if self._closing and not self._running and not self._pending:
                     return
+                if self._abort is not None and not self._running and not self._pending:
+                    self._abort = None
+                    continue
                 self._admit()
             try:
                 self._step()
@@ -427,7 +431,23 @@ class LlamaModel:
             seq.t_start = time.perf_counter()
             self._running.append(seq)
 
+    def abort(self, error: BendiError) -> None:
+        """End every running and waiting request with `error` (used when shutting down)."""
+        with self._cond:
+            self._abort = error
+            self._cond.notify_all()
+
     def _step(self) -> None:
+        if self._abort is not None:
+            error, self._abort = self._abort, None
+            for seq in list(self._running):
+                self._finish(seq, "error", error=error)
+            with self._cond:
+                waiting, self._pending = list(self._pending), collections.deque()
+            for seq in waiting:
+                llama_cpp.llama_sampler_free(seq.sampler)
+                seq.stream._sink(error)
+            return
         for seq in [s for s in self._running if s.stream.cancelled.is_set()]:
             self._finish(seq, "cancelled")
         if not self._running:

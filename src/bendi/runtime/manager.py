@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bendi.config import Settings
-from bendi.errors import InvalidRequest
+from bendi.errors import BendiError, InvalidRequest
 from bendi.runtime.engine import EngineOptions, EngineRegistry, LoadedModel
 from bendi.store import ModelRecord, ModelStore
 
@@ -184,6 +184,13 @@ class ModelManager:
         for name in expired:
             self.unload(name)
         return expired
+
+    def abort_all(self, error: BendiError) -> None:
+        """End every in-flight request on every loaded model with `error`."""
+        for loaded in self.loaded():
+            abort = getattr(loaded.model, "abort", None)
+            if abort is not None:
+                abort(error)
 
     def loaded(self) -> list[Loaded]:
         with self._lock:

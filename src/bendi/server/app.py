@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -106,7 +107,7 @@ async def _kb_chat_unavailable(request: Request, body: Any, name: str) -> Any:
 def _install_kb(app: FastAPI) -> None:
     """Knowledge-base routes, when the knowledge-base package provides them."""
     try:
-        from bendi.server import kb_routes
+        kb_routes = importlib.import_module("bendi.server.kb_routes")
     except ImportError:
         return
     app.include_router(kb_routes.router)

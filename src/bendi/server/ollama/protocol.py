@@ -57,7 +57,7 @@ class _Generation(_Base):
     model: str
     stream: bool = True
     format: str | dict[str, Any] | None = None
-    options: Options = Field(default_factory=Options)
+    options: Options = Options()
     keep_alive: str | float | int | None = None
     think: bool | str | None = None
 
@@ -81,14 +81,14 @@ class EmbedRequest(_Base):
     model: str
     input: str | list[str]
     truncate: bool = True
-    options: Options = Field(default_factory=Options)
+    options: Options = Options()
     keep_alive: str | float | int | None = None
 
 
 class EmbeddingsRequest(_Base):
     model: str
     prompt: str
-    options: Options = Field(default_factory=Options)
+    options: Options = Options()
     keep_alive: str | float | int | None = None
 
 
