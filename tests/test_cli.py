@@ -114,3 +114,32 @@ def test_real_process_prints_no_traceback(bendi_home: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: model 'missing-model' not found")
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_the_answer_not_the_session(bendi_home: Path) -> None:
+    """A real `bendi run -i` process: SIGINT mid-answer ends that answer; the chat goes on."""
+    import signal
+    import time
+
+    env = dict(os.environ, BENDI_HOME=str(bendi_home), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bendi", "run", "smollm2:135m", "-i", "--temperature", "0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    # At temperature 0 this question makes the bundled model repeat itself until the context ends.
+    proc.stdin.write(b"What is the capital of France?\n")
+    proc.stdin.flush()
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"martyre" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.read1(4096)
+    assert b"martyre" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    proc.stdin.write(b"/show\n/bye\n")
+    proc.stdin.flush()
+    out, _ = proc.communicate(timeout=120)
+    text = (seen + out).decode()
+    assert proc.returncode == 0, text
+    assert "[stopped]" in text
+    assert "model: smollm2:135m" in text  # the session answered /show after the interrupt
