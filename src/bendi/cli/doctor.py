@@ -149,7 +149,7 @@ def plan(ctx: click.Context, model: str | None, ctx_len: int | None, slots: int,
             _speed(p),
             p.best_quality if r and r.engine == "llama.cpp" and p.best_quality != r.quantization else "",
         ))
-    click.echo(table(["Model", "Verdict", "Quant", "Context", "Memory", "Speed (upper bound)", "Also fits"], rows))
+    click.echo(table(["Model", "Verdict", "Quant", "Context", "Memory", "Speed (estimate)", "Also fits"], rows))
     for p in plans:
         if p.vllm is not None:
             click.echo(f"\n{p.model}: vLLM {p.vllm.detail['layout']} at {p.vllm.quantization}, "
@@ -161,7 +161,8 @@ def plan(ctx: click.Context, model: str | None, ctx_len: int | None, slots: int,
             click.echo(f"\n{p.model}: no vLLM deployment: {p.vllm_note}")
         for note in p.notes:
             click.echo(f"{p.model}: {note}")
-    click.echo("\nSpeeds are estimates: bytes read per token / memory bandwidth (an upper bound)."
+    click.echo("\nSpeeds are rough estimates: bytes read per token (weights + a full KV cache) / memory "
+               "bandwidth (a one-thread copy on CPU, a datasheet figure on GPU)."
                + ("  * = installed model, planned from its GGUF header." if any(p.source == "store" for p in plans) else ""))
 
 

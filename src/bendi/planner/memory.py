@@ -143,5 +143,5 @@ def bytes_per_token(shape: ModelShape, weights: int, ctx: int, kv_type: str = "f
 
 
 def decode_tokens_per_second(bytes_read: int, bandwidth: float) -> float:
-    """Upper-bound decode speed: memory bandwidth (bytes/s) / bytes read per token."""
+    """Estimated decode speed: memory bandwidth (bytes/s) / bytes read per token."""
     return bandwidth / bytes_read if bytes_read > 0 else 0.0
