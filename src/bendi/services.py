@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bendi.config import Settings
+from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.engine import EngineRegistry
 from bendi.runtime.manager import ModelManager
 from bendi.store import ModelStore
@@ -16,6 +17,7 @@ class Services:
     store: ModelStore
     engines: EngineRegistry
     models: ModelManager
+    kb: KnowledgeBaseService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -24,7 +26,8 @@ class Services:
         store = ModelStore(settings.models_dir)
         engines = EngineRegistry.discover()
         models = ModelManager(settings, store, engines, fit_check=fit_check, choose_ctx=choose_context)
-        return cls(settings, store, engines, models)
+        return cls(settings, store, engines, models, KnowledgeBaseService(settings, store, models))
 
     def close(self) -> None:
+        self.kb.close()
         self.models.close()
