@@ -7,10 +7,11 @@ import contextlib
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from bendi import __version__
 from bendi.config import Settings
@@ -73,6 +74,11 @@ def create_app(settings: Settings, services: Services | None = None,
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/ui")
+    async def web_ui() -> Response:
+        page = resources.files("bendi.web").joinpath("index.html").read_text(encoding="utf-8")
+        return HTMLResponse(page)
 
     @app.get("/")
     @app.head("/")

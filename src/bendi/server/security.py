@@ -12,7 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bendi.errors import AuthenticationError, BendiError, InvalidRequest
 from bendi.server.errors import error_body
 
-OPEN_PATHS = frozenset({"/health", "/", "/favicon.ico"})
+#: the web page itself holds nothing secret; it asks for the key and sends it with each call
+OPEN_PATHS = frozenset({"/health", "/", "/favicon.ico", "/ui"})
 
 
 def is_loopback(host: str) -> bool:
