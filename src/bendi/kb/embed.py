@@ -3,6 +3,7 @@ embedding model from the store run through llama.cpp."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 from collections.abc import Callable
@@ -106,6 +107,9 @@ class MiniLMEmbedder:
                 w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
             ))
         self._lock = threading.Lock()
+        from threadpoolctl import ThreadpoolController
+
+        self._threads = ThreadpoolController()
 
     def count_tokens(self, texts: list[str]) -> int:
         return sum(len(e.ids) for e in self.tokenizer.encode_batch(texts))
@@ -145,7 +149,10 @@ class MiniLMEmbedder:
         h, d = self.heads, self.dim // self.heads
         bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         scale = np.float32(1.0 / np.sqrt(d))
-        with self._lock:  # numpy releases the GIL; one forward at a time keeps memory bounded
+        # Small inputs (queries) run single-threaded: waking BLAS threads costs more than the
+        # work, and on a busy machine multi-threaded small GEMMs stall for tens of milliseconds.
+        threads = self._threads.limit(limits=1, user_api="blas") if n * length <= 2048 else contextlib.nullcontext()
+        with self._lock, threads:  # numpy releases the GIL; one forward at a time bounds memory
             for qkv_w, qkv_b, ao_w, ao_b, ln1_w, ln1_b, in_w, in_b, out_w, out_b, ln2_w, ln2_b in self.layers:
                 qkv = (x @ qkv_w + qkv_b).reshape(n, length, 3, h, d)
                 q = qkv[:, :, 0].transpose(0, 2, 1, 3)

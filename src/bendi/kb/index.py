@@ -113,6 +113,7 @@ class KnowledgeBaseIndex:
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._vec_cache: tuple[int, np.ndarray, np.ndarray, dict[int, int]] | None = None
+        self._threads: Any = None
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts
@@ -365,6 +366,23 @@ class KnowledgeBaseIndex:
         where = {int(c): i for i, c in enumerate(ids)}
         self._vec_cache = (gen, ids, matrix, where)
         return ids, matrix, where
+
+    def vector_search(self, query: np.ndarray, k: int) -> tuple[list[tuple[int, float]], np.ndarray, dict[int, int]]:
+        """Exact top-k by cosine: ([(chunk id, similarity)], all similarities, id -> row)."""
+        ids, matrix, where = self.vector_matrix()
+        if not len(ids):
+            return [], np.zeros(0, np.float32), where
+        if self._threads is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._threads = ThreadpoolController()
+        # one matrix-vector product is memory-bound: extra BLAS threads only add wake-up stalls
+        with self._threads.limit(limits=1, user_api="blas"):
+            sims = matrix @ query.astype(np.float32)
+        k = min(k, len(ids))
+        top = np.argpartition(-sims, k - 1)[:k]
+        top = top[np.argsort(-sims[top])]
+        return [(int(ids[i]), float(sims[i])) for i in top], sims, where
 
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         if not ids:

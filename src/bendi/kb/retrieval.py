@@ -52,7 +52,7 @@ class RetrievalSettings:
     min_known: float = 0.9
     #: terms in more than this share of chunks are left out of the FTS query (they still count
     #: in lexical relevance): they rank nothing and make the query slow on large bases
-    max_df_ratio: float = 0.15
+    max_df_ratio: float = 0.05
 
     def updated(self, **overrides: Any) -> RetrievalSettings:
         known = {f.name for f in fields(self)}
@@ -150,14 +150,8 @@ def search(index: KnowledgeBaseIndex, embedder: Embedder | None, query: str, set
     sims: np.ndarray | None = None
     where: dict[int, int] = {}
     if embedder is not None and settings.vector_weight > 0 and embedder.known_fraction(query) >= settings.min_known:
-        ids, matrix, where = index.vector_matrix()
-        if len(ids):
-            qvec = embedder.embed([query])[0]
-            sims = matrix @ qvec
-            k = min(settings.candidates, len(ids))
-            top = np.argpartition(-sims, k - 1)[:k]
-            top = top[np.argsort(-sims[top])]
-            vec_ranked = [(int(ids[i]), float(sims[i])) for i in top]
+        qvec = embedder.embed([query])[0]
+        vec_ranked, sims, where = index.vector_search(qvec, settings.candidates)
         legs.append("vector")
 
     fused: dict[int, float] = {}
