@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ class KnowledgeBaseIndex:
         self._lock = threading.RLock()
         self._vec_cache: tuple[int, np.ndarray, np.ndarray, dict[int, int]] | None = None
         self._threads: Any = None
+        self._pool: ThreadPoolExecutor | None = None
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts
@@ -367,9 +369,18 @@ class KnowledgeBaseIndex:
         self._vec_cache = (gen, ids, matrix, where)
         return ids, matrix, where
 
-    def vector_search(self, query: np.ndarray, k: int) -> tuple[list[tuple[int, float]], np.ndarray, dict[int, int]]:
-        """Exact top-k by cosine: ([(chunk id, similarity)], all similarities, id -> row)."""
-        ids, matrix, where = self.vector_matrix()
+    def worker(self) -> ThreadPoolExecutor:
+        """Threads for work that runs beside a query on the connection (the vector leg)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-vector")
+            return self._pool
+
+    def vector_top(self, cached: tuple[np.ndarray, np.ndarray, dict[int, int]], query: np.ndarray,
+                   k: int) -> tuple[list[tuple[int, float]], np.ndarray, dict[int, int]]:
+        """Exact top-k by cosine over `vector_matrix()`: ([(chunk id, similarity)], all similarities,
+        id -> row). Touches no SQLite, so it can run in another thread."""
+        ids, matrix, where = cached
         if not len(ids):
             return [], np.zeros(0, np.float32), where
         if self._threads is None:
@@ -404,6 +415,9 @@ class KnowledgeBaseIndex:
 
     def close(self) -> None:
         with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             self._conn.close()
 
 

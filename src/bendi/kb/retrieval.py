@@ -50,9 +50,11 @@ class RetrievalSettings:
     min_vector: float = 0.55
     #: the vector leg runs only when the embedder knows this share of the query's tokens
     min_known: float = 0.9
-    #: terms in more than this share of chunks are left out of the FTS query (they still count
-    #: in lexical relevance): they rank nothing and make the query slow on large bases
-    max_df_ratio: float = 0.05
+    #: terms in more than this share of chunks, or in more than max_df chunks, are left out of
+    #: the FTS query (they still count in lexical relevance): they rank nothing and make the
+    #: query slow on large bases
+    max_df_ratio: float = 0.15
+    max_df: int = 5000
 
     def updated(self, **overrides: Any) -> RetrievalSettings:
         known = {f.name for f in fields(self)}
@@ -139,20 +141,29 @@ def search(index: KnowledgeBaseIndex, embedder: Embedder | None, query: str, set
     total_weight = sum(weights.values())
 
     legs: list[str] = []
+    vector_job = None
+    if embedder is not None and settings.vector_weight > 0 and embedder.known_fraction(query) >= settings.min_known:
+        # The vector leg (embed the query, scan the matrix) runs beside the FTS query: both release
+        # the GIL, so on two cores the legs overlap instead of adding up.
+        matrix = index.vector_matrix()
+        vector_job = index.worker().submit(
+            lambda: index.vector_top(matrix, embedder.embed([query])[0], settings.candidates))
+        legs.append("vector")
+
     lex_ranked: list[tuple[int, float]] = []
     if terms and settings.lexical_weight > 0:
         present = sorted((t for t in terms if dfs[t] > 0), key=lambda t: dfs[t])
-        selective = [t for t in present if dfs[t] <= settings.max_df_ratio * n] or present[:8]
+        # very common terms rank nothing but have long posting lists: leave them out of the query
+        cutoff = min(settings.max_df_ratio * n, settings.max_df)
+        selective = [t for t in present if dfs[t] <= cutoff] or present[:8]
         lex_ranked = index.lexical(selective[:32], settings.candidates)
-        legs.append("lexical")
+        legs.insert(0, "lexical")
 
     vec_ranked: list[tuple[int, float]] = []
     sims: np.ndarray | None = None
     where: dict[int, int] = {}
-    if embedder is not None and settings.vector_weight > 0 and embedder.known_fraction(query) >= settings.min_known:
-        qvec = embedder.embed([query])[0]
-        vec_ranked, sims, where = index.vector_search(qvec, settings.candidates)
-        legs.append("vector")
+    if vector_job is not None:
+        vec_ranked, sims, where = vector_job.result()
 
     fused: dict[int, float] = {}
     lex_rank = {cid: r for r, (cid, _) in enumerate(lex_ranked, 1)}
