@@ -13,7 +13,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +114,6 @@ class KnowledgeBaseIndex:
         self._lock = threading.RLock()
         self._vec_cache: tuple[int, np.ndarray, np.ndarray, dict[int, int]] | None = None
         self._threads: Any = None
-        self._pool: ThreadPoolExecutor | None = None
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts
@@ -369,17 +367,10 @@ class KnowledgeBaseIndex:
         self._vec_cache = (gen, ids, matrix, where)
         return ids, matrix, where
 
-    def worker(self) -> ThreadPoolExecutor:
-        """Threads for work that runs beside a query on the connection (the vector leg)."""
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-vector")
-            return self._pool
-
     def vector_top(self, cached: tuple[np.ndarray, np.ndarray, dict[int, int]], query: np.ndarray,
                    k: int) -> tuple[list[tuple[int, float]], np.ndarray, dict[int, int]]:
         """Exact top-k by cosine over `vector_matrix()`: ([(chunk id, similarity)], all similarities,
-        id -> row). Touches no SQLite, so it can run in another thread."""
+        id -> row)."""
         ids, matrix, where = cached
         if not len(ids):
             return [], np.zeros(0, np.float32), where
@@ -415,9 +406,6 @@ class KnowledgeBaseIndex:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
             self._conn.close()
 
 

@@ -141,15 +141,6 @@ def search(index: KnowledgeBaseIndex, embedder: Embedder | None, query: str, set
     total_weight = sum(weights.values())
 
     legs: list[str] = []
-    vector_job = None
-    if embedder is not None and settings.vector_weight > 0 and embedder.known_fraction(query) >= settings.min_known:
-        # The vector leg (embed the query, scan the matrix) runs beside the FTS query: both release
-        # the GIL, so on two cores the legs overlap instead of adding up.
-        matrix = index.vector_matrix()
-        vector_job = index.worker().submit(
-            lambda: index.vector_top(matrix, embedder.embed([query])[0], settings.candidates))
-        legs.append("vector")
-
     lex_ranked: list[tuple[int, float]] = []
     if terms and settings.lexical_weight > 0:
         present = sorted((t for t in terms if dfs[t] > 0), key=lambda t: dfs[t])
@@ -157,13 +148,17 @@ def search(index: KnowledgeBaseIndex, embedder: Embedder | None, query: str, set
         cutoff = min(settings.max_df_ratio * n, settings.max_df)
         selective = [t for t in present if dfs[t] <= cutoff] or present[:8]
         lex_ranked = index.lexical(selective[:32], settings.candidates)
-        legs.insert(0, "lexical")
+        legs.append("lexical")
 
+    # The legs run one after the other: running the vector leg in a thread beside the FTS query
+    # measured slower on the 2-core bench machine (p95 70 ms vs 57 ms at 100,000 chunks).
     vec_ranked: list[tuple[int, float]] = []
     sims: np.ndarray | None = None
     where: dict[int, int] = {}
-    if vector_job is not None:
-        vec_ranked, sims, where = vector_job.result()
+    if embedder is not None and settings.vector_weight > 0 and embedder.known_fraction(query) >= settings.min_known:
+        vec_ranked, sims, where = index.vector_top(index.vector_matrix(), embedder.embed([query])[0],
+                                                   settings.candidates)
+        legs.append("vector")
 
     fused: dict[int, float] = {}
     lex_rank = {cid: r for r, (cid, _) in enumerate(lex_ranked, 1)}
