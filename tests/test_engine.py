@@ -196,3 +196,20 @@ def test_reasoning_split_on_real_model(bundled_path: Path) -> None:
         # think=False drops the reasoning entirely
         text, reasoning, _ = collect(model, greedy(max_tokens=20, think=False))
         assert reasoning == "" and "<think>" not in text
+
+
+def test_prompt_prefix_is_reused(bundled_path: Path) -> None:
+    """A follow-up turn reuses the KV cells of the conversation so far; the output is unchanged."""
+    with LlamaModel(bundled_path, LoadOptions(ctx=1024, slots=2)) as model:
+        first, _, done1 = collect(model, greedy(QUESTION, 24))
+        assert done1.usage.cached_tokens == 0
+        again, _, done2 = collect(model, greedy(QUESTION, 24))
+        assert again == first
+        assert done2.usage.cached_tokens == done2.usage.prompt_tokens - 1
+        follow_up = [*QUESTION, {"role": "assistant", "content": first},
+                     {"role": "user", "content": "And of Italy?"}]
+        _, _, done3 = collect(model, greedy(follow_up, 8))
+        assert done3.usage.cached_tokens >= done1.usage.prompt_tokens
+    with LlamaModel(bundled_path, LoadOptions(ctx=1024, slots=2)) as fresh:
+        _, _, cold = collect(fresh, greedy(follow_up, 8))
+        assert cold.usage.cached_tokens == 0

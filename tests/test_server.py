@@ -197,9 +197,10 @@ def test_ollama_thinking(oll: ollama.Client) -> None:
 
 
 def test_ollama_format_schema(oll: ollama.Client) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+              "required": ["city"]}
     res = oll.chat(model="smollm2:135m", messages=[{"role": "user", "content": "Name a city."}],
-                   format=schema, options={"num_predict": 40})
+                   format=schema, options={"num_predict": 80, "temperature": 0})
     jsonschema.validate(json.loads(res.message.content or ""), schema)
 
 

@@ -38,6 +38,7 @@ from bendi.errors import (
 from bendi.runtime.reasoning import CONTENT, ReasoningSplitter, prompt_opens_think
 from bendi.runtime.stops import StopMatcher
 from bendi.runtime.template import ChatTemplate, flatten_content
+from bendi.runtime.threads import ThreadTuner
 from bendi.runtime.types import (
     ChatRequest,
     Done,
@@ -123,6 +124,7 @@ class _Seq:
     decoder: Any
     slot: int = -1
     prefilled: int = 0  # prompt tokens already in the KV cache
+    cached: int = 0  # of those, how many were reused from the slot's previous request
     n_past: int = 0
     last_token: int = -1
     generated: int = 0
@@ -135,6 +137,14 @@ class _Seq:
     @property
     def prefilling(self) -> bool:
         return self.prefilled < len(self.tokens)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class LlamaModel:
@@ -185,6 +195,9 @@ class LlamaModel:
         self._ctx = ctx
         self._mem = llama_cpp.llama_get_memory(ctx)
         self.n_batch = int(cparams.n_batch)
+        # Threads are tuned from step times unless the user fixed the count (see threads.py).
+        self._tuner = ThreadTuner(self.threads) if opts.threads is None else None
+        self._threads_now = self.threads
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._embed_ctx: Any = None
         self._embed_lock = threading.Lock()
@@ -201,7 +214,11 @@ class LlamaModel:
 
         self._pending: collections.deque[_Seq] = collections.deque()
         self._running: list[_Seq] = []
-        self._free_slots = list(range(self.slots - 1, -1, -1))
+        # Free slots, least recently used first. A finished request leaves its KV cells in its slot;
+        # `_slot_tokens` says what they hold, so a request that starts with the same tokens (the
+        # next turn of a chat, a shared system prompt) reuses them instead of recomputing.
+        self._free_slots = list(range(self.slots))
+        self._slot_tokens: list[list[int]] = [[] for _ in range(self.slots)]
         self._cond = threading.Condition()
         self._closing = False
         self._abort: BendiError | None = None
@@ -427,9 +444,27 @@ class LlamaModel:
             if seq.stream.cancelled.is_set():
                 llama_cpp.llama_sampler_free(seq.sampler)
                 continue
-            seq.slot = self._free_slots.pop()
+            self._take_slot(seq)
             seq.t_start = time.perf_counter()
             self._running.append(seq)
+
+    def _take_slot(self, seq: _Seq) -> None:
+        """Give `seq` the free slot whose cached tokens share the longest prefix with its prompt."""
+        best, best_len = self._free_slots[0], -1
+        for slot in self._free_slots:
+            n = _common_prefix(self._slot_tokens[slot], seq.tokens)
+            if n > best_len:
+                best, best_len = slot, n
+        self._free_slots.remove(best)
+        reuse = min(best_len, len(seq.tokens) - 1)  # the last prompt token must be decoded for logits
+        if reuse < len(self._slot_tokens[best]) and not llama_cpp.llama_memory_seq_rm(
+            self._mem, best, reuse, -1
+        ):
+            llama_cpp.llama_memory_seq_rm(self._mem, best, -1, -1)
+            reuse = 0
+        del self._slot_tokens[best][reuse:]
+        seq.slot = best
+        seq.prefilled = seq.n_past = seq.cached = reuse
 
     def abort(self, error: BendiError) -> None:
         """End every running and waiting request with `error` (used when shutting down)."""
@@ -459,6 +494,7 @@ class LlamaModel:
             seq.batch_index = -1
             if not seq.prefilling:
                 self._batch_add(n, seq.last_token, seq.n_past, seq.slot, True)
+                self._slot_tokens[seq.slot].append(seq.last_token)
                 seq.n_past += 1
                 seq.batch_index = n
                 n += 1
@@ -474,10 +510,20 @@ class LlamaModel:
                 if last:
                     seq.batch_index = n
                 n += 1
+            self._slot_tokens[seq.slot].extend(seq.tokens[seq.prefilled : seq.prefilled + take])
             seq.prefilled += take
             seq.n_past = seq.prefilled
         batch.n_tokens = n
+        key = n if n <= self.slots else self.slots + 1  # decode steps by size; prefill steps together
+        if self._tuner is not None:
+            threads = self._tuner.choose(key)
+            if threads != self._threads_now:
+                llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
+                self._threads_now = threads
+        started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, batch)
+        if self._tuner is not None:
+            self._tuner.record(self._threads_now, key, time.perf_counter() - started)
         self.stats["steps"] += 1
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
@@ -534,11 +580,13 @@ class LlamaModel:
     def _finish(self, seq: _Seq, reason: str, error: BendiError | None = None) -> None:
         if seq in self._running:
             self._running.remove(seq)
-        llama_cpp.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        if error is not None:  # the cells may hold a half-done step: forget them
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+            self._slot_tokens[seq.slot].clear()
         llama_cpp.llama_sampler_free(seq.sampler)
         with self._cond:
             self._free_slots.append(seq.slot)
-        self.stats["tokens_in"] += seq.prefilled
+        self.stats["tokens_in"] += seq.prefilled - seq.cached
         sink = seq.stream._sink
         if error is not None:
             sink(error)
@@ -558,7 +606,7 @@ class LlamaModel:
         sink(
             Done(
                 finish_reason=reason,  # type: ignore[arg-type]
-                usage=Usage(len(seq.tokens), max(completion, 0)),
+                usage=Usage(len(seq.tokens), max(completion, 0), seq.cached),
                 ttft=(seq.t_first or end) - seq.t_submit,
                 prompt_seconds=prefill_end - (seq.t_start or seq.t_submit),
                 decode_seconds=end - prefill_end,

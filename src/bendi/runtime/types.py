@@ -58,6 +58,8 @@ class ChatRequest:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: prompt tokens whose KV cells were reused from an earlier request (not recomputed)
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

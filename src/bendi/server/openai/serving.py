@@ -60,10 +60,11 @@ def to_completion_request(body: CompletionRequest, model_params: dict[str, Any])
     )
 
 
-def _usage(done: Done) -> dict[str, int]:
+def _usage(done: Done) -> dict[str, Any]:
     u = done.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
+            "total_tokens": u.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
 
 
 def _chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
