@@ -96,6 +96,8 @@ class LoadOptions:
     queue_size: int = 64
     #: None lets llama.cpp decide (flash attention where the backend has it); False/True force it
     flash_attn: bool | None = None
+    #: reuse a slot's KV cells when a new prompt starts with the tokens it already holds
+    prompt_cache: bool = True
     template: str | None = None  # overrides the GGUF chat template
     system: str | None = None  # default system prompt
     parameters: dict[str, Any] = field(default_factory=dict)  # default sampling parameters
@@ -450,8 +452,8 @@ class LlamaModel:
 
     def _take_slot(self, seq: _Seq) -> None:
         """Give `seq` the free slot whose cached tokens share the longest prefix with its prompt."""
-        best, best_len = self._free_slots[0], -1
-        for slot in self._free_slots:
+        best, best_len = self._free_slots[0], 0
+        for slot in self._free_slots if self.options.prompt_cache else ():
             n = _common_prefix(self._slot_tokens[slot], seq.tokens)
             if n > best_len:
                 best, best_len = slot, n
