@@ -352,20 +352,35 @@ class LlamaModel:
     async def agenerate(self, request: ChatRequest) -> AsyncIterator[Event]:
         """Async form of `generate`; cancelling the consumer cancels the sequence."""
         loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        # Events land in a plain deque; the event loop is woken at most once per batch of them,
+        # not once per token: with many streams, per-token wake-ups cost CPU that the decode needs.
+        items: collections.deque[Event | BaseException] = collections.deque()
+        ready = asyncio.Event()
+        wake_pending = threading.Event()
+
+        def wake() -> None:
+            wake_pending.clear()
+            ready.set()
 
         def sink(item: Event | BaseException) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, item)
+            items.append(item)
+            if not wake_pending.is_set():
+                wake_pending.set()
+                loop.call_soon_threadsafe(wake)
 
         stream = self.submit(request, sink)
         try:
             while True:
-                item = await q.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, Done):
-                    return
+                while items:
+                    item = items.popleft()
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    if isinstance(item, Done):
+                        return
+                ready.clear()
+                if not items:
+                    await ready.wait()
         finally:
             stream.cancel()
 
