@@ -213,3 +213,11 @@ def test_prompt_prefix_is_reused(bundled_path: Path) -> None:
     with LlamaModel(bundled_path, LoadOptions(ctx=1024, slots=2)) as fresh:
         _, _, cold = collect(fresh, greedy(follow_up, 8))
         assert cold.usage.cached_tokens == 0
+
+
+def test_character_cut_by_max_tokens_is_dropped_not_garbled(smollm: LlamaModel) -> None:
+    """A multi-byte character split across tokens and cut by max_tokens leaves no U+FFFD."""
+    prompt = "请用中文介绍一下长城的历史。"
+    texts = [collect(smollm, greedy([{"role": "user", "content": prompt}], n))[0] for n in range(1, 12)]
+    assert all("\ufffd" not in t for t in texts)
+    assert any(any("\u4e00" <= ch <= "\u9fff" for ch in t) for t in texts)

@@ -609,8 +609,8 @@ class LlamaModel:
             sink(error)
             return
         if reason != "cancelled":
-            tail = seq.decoder.decode(b"", final=True)
-            self._emit(seq, seq.stops.feed(tail) + seq.stops.flush(), None)
+            # Bytes of a character cut off by max_tokens are dropped, not shown as U+FFFD.
+            self._emit(seq, seq.stops.flush(), None)
             if seq.splitter is not None:
                 for kind, piece in seq.splitter.flush():
                     if kind == CONTENT:
