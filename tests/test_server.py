@@ -321,6 +321,7 @@ ROUTES = [
     ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
     ("POST", "/api/chat"), ("POST", "/api/generate"), ("POST", "/api/embed"), ("POST", "/api/embeddings"),
     ("POST", "/api/show"), ("DELETE", "/api/delete"), ("POST", "/api/copy"), ("POST", "/api/pull"),
+    ("POST", "/kb"), ("POST", "/kb/demo/search"), ("POST", "/kb/demo/ask"),
 ]
 
 
@@ -334,8 +335,18 @@ def test_error_shape_of_every_route(server: ServerProcess, method: str, path: st
             assert set(body) == {"error"} and isinstance(body["error"], str)
         else:
             assert set(body["error"]) == {"message", "type", "param", "code"}
-    unknown = httpx.get(server.url + path.replace("/v1/", "/v1/x-").replace("/api/", "/api/x-"))
-    assert unknown.status_code == 404
+
+
+def test_unknown_routes_and_methods_answer_in_the_dialect(server: ServerProcess) -> None:
+    for path, status in (("/v1/nothing", 404), ("/api/nothing", 404), ("/kb/demo/nothing", 404),
+                         ("/v1/chat/completions", 405), ("/api/chat", 405)):
+        res = httpx.get(server.url + path)
+        assert res.status_code == status, path
+        error = res.json()["error"]
+        if path.startswith("/api/"):
+            assert isinstance(error, str)
+        else:
+            assert set(error) == {"message", "type", "param", "code"}
 
 
 def test_auth_and_bind_rules(tmp_path: Path) -> None:
