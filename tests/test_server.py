@@ -416,3 +416,12 @@ def test_web_ui_is_served(server: ServerProcess) -> None:
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "/v1/chat/completions" in page.text  # the page talks to the server's own API only
     assert "http://" not in page.text.replace("http://127.0.0.1", "")  # no outside resources
+
+
+def test_openai_usage_reports_cached_prompt_tokens(oai: openai.OpenAI) -> None:
+    messages = [{"role": "system", "content": "You answer in one short sentence."},
+                {"role": "user", "content": "Name a colour of the sky."}]
+    oai.chat.completions.create(model="smollm2:135m", messages=messages, max_tokens=4, temperature=0)
+    again = oai.chat.completions.create(model="smollm2:135m", messages=messages, max_tokens=4, temperature=0)
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
