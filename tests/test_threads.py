@@ -43,3 +43,38 @@ def test_batch_sizes_are_measured_separately() -> None:
 def test_one_core_has_nothing_to_tune() -> None:
     tuner = ThreadTuner(1)
     assert drive(tuner, {1: 0.01}, 5) == [1] * 5
+
+
+def test_an_idle_machine_rarely_pays_for_exploring() -> None:
+    tuner = ThreadTuner(2, explore_every=256, explore_steps=2)
+    chosen = drive(tuner, {2: 0.040, 1: 0.080}, 1024, batch=8)
+    # Only the periodic checks run on one thread: 2 steps in every 256 (under 1% of the time).
+    assert chosen.count(1) <= 2 * (1024 // 256)
+    assert chosen[:2] == [2, 1]  # one trial of each count, then the fastest
+
+
+def test_large_prompt_steps_never_explore() -> None:
+    tuner = ThreadTuner(2, explore_every=4, explore_steps=2)
+    drive(tuner, {2: 0.008, 1: 0.012}, 40)  # decode steps, with explorations
+    for _ in range(20):
+        assert tuner.choose("prompt", explore=False) == 2
+        tuner.record(2, "prompt", 0.5, work=256)
+
+
+def test_a_figure_from_long_ago_is_replaced_not_averaged() -> None:
+    tuner = ThreadTuner(2, explore_every=32, explore_steps=2)
+    drive(tuner, {2: 0.250, 1: 0.016}, 40)  # contended from the start: one thread wins
+    assert tuner.best(1) == 1
+    # The neighbour leaves. One periodic check with two threads must be enough to switch back,
+    # although the two-thread average was once 15x higher.
+    chosen = drive(tuner, {2: 0.008, 1: 0.012}, 40)
+    assert tuner.best(1) == 2 and chosen[-5:] == [2] * 5
+
+
+def test_retries_back_off_while_the_neighbour_stays() -> None:
+    tuner = ThreadTuner(2, explore_every=256, explore_steps=2)
+    chosen = drive(tuner, {2: 0.250, 1: 0.016}, 2048)
+    assert tuner.best(1) == 1
+    # Retries with both threads start 16 steps apart and double up to 256: about 2 x 12 steps.
+    assert chosen.count(2) <= 2 * 14
+    assert chosen[:2] == [2, 1]

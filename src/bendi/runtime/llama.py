@@ -515,6 +515,7 @@ class LlamaModel:
                 seq.n_past += 1
                 seq.batch_index = n
                 n += 1
+        n_decode = n
         # ...then prompt chunks, oldest first, within what is left of the batch.
         for seq in self._running:
             if not seq.prefilling or n >= self.n_batch:
@@ -531,16 +532,19 @@ class LlamaModel:
             seq.prefilled += take
             seq.n_past = seq.prefilled
         batch.n_tokens = n
-        key = n if n <= self.slots else self.slots + 1  # decode steps by size; prefill steps together
+        # Decode-only steps are tuned by their number of sequences; steps with prompt tokens
+        # together, per token, and only small ones try another thread count.
+        key: int | str = n if n == n_decode else "prompt"
         if self._tuner is not None:
-            threads = self._tuner.choose(key)
+            threads = self._tuner.choose(key, explore=n <= 2 * self.slots)
             if threads != self._threads_now:
                 llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
                 self._threads_now = threads
         started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if self._tuner is not None:
-            self._tuner.record(self._threads_now, key, time.perf_counter() - started)
+            self._tuner.record(self._threads_now, key, time.perf_counter() - started,
+                               work=1 if key != "prompt" else n)
         self.stats["steps"] += 1
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")

@@ -3,23 +3,37 @@
 llama.cpp's CPU threads spin-wait at every operation of a step, so when another process takes a
 core, one descheduled thread stalls the whole step: on a 2-core machine with one busy core,
 decode fell from ~110 to ~8 tokens/s with 2 threads, while 1 thread kept ~60. The fastest count
-depends on what else runs right now, so it is measured, not guessed: steps mostly run with the
-count that has been fastest for that batch size, and now and then try the other.
+depends on what else runs right now, so it is measured, not guessed.
+
+Trying a smaller count is not free: one 8-sequence step on one thread of two takes twice as long,
+and a prompt chunk of a few hundred tokens takes half a second more. So the tuner measures each
+count once per step size, then runs on the fastest; it tries the others again when the steps get
+slower than they were (another process has arrived) and otherwise only rarely. While on fewer
+threads it retries all of them sooner (the other process may have gone), backing off while that
+keeps losing. Prompt steps of hundreds of tokens are never used for trials.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 
 class ThreadTuner:
-    """Picks a thread count per step; `record` feeds back how long the step took."""
+    """Picks a thread count per step; `record` feeds back how long the step took.
+
+    Steps are grouped by a caller's key (the number of sequences in a decode step, say), since a
+    step's cost, and which count is fastest, depend on its size. Costs are seconds per unit of
+    work: the caller passes the work (tokens) of steps whose size varies under one key.
+    """
 
     def __init__(
         self,
         max_threads: int,
         *,
-        explore_every: int = 128,
-        explore_steps: int = 4,
+        explore_every: int = 256,
+        explore_steps: int = 2,
         alpha: float = 0.25,
+        slowdown: float = 2.0,
     ) -> None:
         options = {max_threads, max(1, max_threads - 1)}
         if max_threads >= 4:
@@ -28,39 +42,76 @@ class ThreadTuner:
         self.explore_every = explore_every
         self.explore_steps = explore_steps
         self.alpha = alpha
-        self._cost: dict[tuple[int, int], float] = {}  # (threads, batch size) -> seconds per step
+        self.slowdown = slowdown
+        self._cost: dict[tuple[int, Hashable], float] = {}  # moving average, seconds per work
+        self._floor: dict[tuple[int, Hashable], float] = {}  # the lowest that average has been
+        self._updated: dict[tuple[int, Hashable], int] = {}  # step of the last measurement
         self._step = 0
+        self._last_explore = 0
         self._explore_left = 0
         self._explore_with = self.options[0]
+        self._rotation = 0
+        self.first_retry = max(1, explore_every // 16)
+        self._backoff = self.first_retry
 
-    def choose(self, batch: int) -> int:
-        """Thread count for the next step of `batch` tokens (decode-only steps)."""
+    def choose(self, key: Hashable, explore: bool = True) -> int:
+        """Thread count for the next step under `key`; `explore=False` for a costly step that
+        should run with the best known count whatever the tuner is trying."""
         if len(self.options) == 1:
             return self.options[0]
         self._step += 1
-        untried = [n for n in self.options if (n, batch) not in self._cost]
-        if untried:
-            return untried[0]
-        best = self.best(batch)
+        if not explore:
+            return self.best(key)
         if self._explore_left > 0:
             self._explore_left -= 1
             return self._explore_with
-        if self._step % self.explore_every == 0:
-            others = [n for n in self.options if n != best]
-            self._explore_with = others[(self._step // self.explore_every) % len(others)]
-            self._explore_left = self.explore_steps - 1
+        untried = [n for n in self.options if (n, key) not in self._cost]
+        if untried:
+            # One step with each count per key, once: cheap next to guessing wrong for long.
+            return untried[0]
+        best = self.best(key)
+        # On all threads, check the others rarely; on fewer, retry all threads sooner, backing
+        # off while the other process stays.
+        every = self.explore_every if best == self.options[0] else self._backoff
+        if self._step - self._last_explore >= every:
+            self._start_exploring(best)
+            self._explore_left -= 1
             return self._explore_with
         return best
 
-    def best(self, batch: int) -> int:
-        known = [(self._cost[(n, batch)], n) for n in self.options if (n, batch) in self._cost]
+    def best(self, key: Hashable) -> int:
+        """The fastest known count for `key`; all threads until something else has been measured."""
+        known = [(self._cost[(n, key)], n) for n in self.options if (n, key) in self._cost]
         return min(known)[1] if known else self.options[0]
 
-    def record(self, threads: int, batch: int, seconds: float) -> None:
-        """How long a step of `batch` tokens took with `threads` threads."""
-        key = (threads, batch)
-        old = self._cost.get(key)
-        self._cost[key] = seconds if old is None else old + self.alpha * (seconds - old)
-        if old is not None and seconds > 3 * old and self._explore_left == 0:
-            # A sudden slowdown (another process took a core): look at the alternatives now.
-            self._step = self.explore_every - 1
+    def record(self, threads: int, key: Hashable, seconds: float, work: float = 1.0) -> None:
+        """A step under `key` with `threads` threads took `seconds` for `work` units."""
+        slot = (threads, key)
+        cost = seconds / max(work, 1e-9)
+        old = self._cost.get(slot)
+        # A figure measured long ago says nothing about the machine now: start again from this one.
+        stale = old is None or self._step - self._updated.get(slot, 0) > 2 * self.explore_steps + 8
+        new = cost if stale or old is None else old + self.alpha * (cost - old)
+        self._cost[slot] = new
+        self._updated[slot] = self._step
+        self._floor[slot] = min(self._floor.get(slot, new), new)
+        if (
+            self._explore_left == 0
+            and threads == self.best(key)
+            and new > self.slowdown * self._floor[slot]
+            and self._step - self._last_explore >= 4 * self.explore_steps
+        ):
+            # Steps got slower than they have been on this count: another process has probably
+            # taken a core. Measure the alternatives now instead of at the next round.
+            self._start_exploring(threads)
+
+    def _start_exploring(self, current: int) -> None:
+        if current == self.options[0]:
+            self._backoff = self.first_retry
+        else:  # the last retry of all threads lost: wait longer before the next one
+            self._backoff = min(2 * self._backoff, self.explore_every)
+        others = [n for n in self.options if n != current]
+        self._explore_with = others[self._rotation % len(others)]
+        self._rotation += 1
+        self._explore_left = self.explore_steps
+        self._last_explore = self._step
