@@ -15,6 +15,7 @@ the figures are medians over rounds, with the spread.
 
     .venv/bin/python bench/serve.py            # about 4 minutes
     .venv/bin/python bench/serve.py --quick    # about 1.5 minutes
+    .venv/bin/python bench/serve.py --quantize q8_0   # the same, on a Q8_0 copy of the model
 """
 
 from __future__ import annotations
@@ -227,6 +228,10 @@ def start_server(name: str, home: Path, cfg: dict[str, Any]) -> Any:
     if name == "llama-cpp":
         return LlamaCppServer(home, cfg["model_path"], cfg["ctx"], cfg["threads"]).wait_ready()
     slots = "8" if name == "bendi" else "1"
+    if cfg["quantize"]:  # the re-quantized copy, registered the way `bendi create` does
+        from bendi.store import ModelStore
+
+        ModelStore(home / "models").import_file(cfg["model_path"], MODEL)
     return ServerProcess(
         home, "--slots", slots, "--ctx", str(cfg["ctx"]), "--preload", MODEL,
     ).wait_ready()
@@ -298,7 +303,7 @@ def summarise(rounds: list[dict[str, list[dict[str, Any]]]], concurrency: list[i
 
 def print_table(summary: dict[str, Any], cfg: dict[str, Any], rounds: int) -> None:
     print(
-        f"\nbendi serving benchmark: {MODEL} (SmolLM2-135M Q4_1), OpenAI streaming API, "
+        f"\nbendi serving benchmark: {MODEL} (SmolLM2-135M {cfg['weights']}), OpenAI streaming API, "
         f"max_tokens={cfg['max_tokens']}, ctx/sequence={cfg['ctx']}, threads={cfg['threads']}, greedy, "
         f"{cfg['per_slot']} x concurrency requests per level, {rounds} round(s)\n"
     )
@@ -336,8 +341,12 @@ def main() -> None:
     ap.add_argument("--per-slot", type=int, help="requests per level = this x concurrency (default 2)")
     ap.add_argument("--ctx", type=int, default=512, help="context per sequence (prompt + max_tokens fit)")
     ap.add_argument("--concurrency", default="1,4,8")
-    ap.add_argument("--out", type=Path, default=RESULTS / "serve.json")
+    ap.add_argument("--quantize", metavar="TYPE",
+                    help="serve a copy of the bundled model re-quantized to TYPE (e.g. q8_0), "
+                         "made with llama.cpp's quantizer as `bendi create --quantize` does")
+    ap.add_argument("--out", type=Path, help="default bench/results/serve.json (serve-TYPE.json)")
     args = ap.parse_args()
+    out = args.out or RESULTS / (f"serve-{args.quantize}.json" if args.quantize else "serve.json")
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from bendi.runtime.llama import default_threads
@@ -346,8 +355,22 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 2)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     model_path = str(bundled_model_path())
+    weights = "Q4_1"
+    workdir = tempfile.TemporaryDirectory(prefix="bendi-bench-model-")
+    if args.quantize:
+        from bendi.runtime.quantize import check_target, quantize_file
+        from bendi.store.gguf import read_gguf
+
+        global MODEL
+        source = read_gguf(model_path)
+        target = check_target(args.quantize, source)
+        model_path = str(Path(workdir.name) / f"smollm2-135m-{target}.gguf")
+        quantize_file(source, Path(model_path), target)
+        MODEL, weights = f"smollm2:135m-{target}", target.upper()
     cfg: dict[str, Any] = {
         "model_path": model_path,
+        "quantize": args.quantize,
+        "weights": weights,
         "ctx": args.ctx,
         # bendi serve uses default_threads(); llama_cpp.server is given the same number
         # (its own default is half the logical CPUs).
@@ -370,8 +393,8 @@ def main() -> None:
 
     summary = summarise(results, concurrency)
     print_table(summary, cfg, rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
         "benchmark": "serve",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.time() - started, 1),
@@ -381,7 +404,8 @@ def main() -> None:
         **summary,
         "raw": results,
     }, indent=2))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {out}")
+    workdir.cleanup()
 
 
 if __name__ == "__main__":

@@ -143,3 +143,36 @@ def test_ctrl_c_stops_the_answer_not_the_session(bendi_home: Path) -> None:
     assert proc.returncode == 0, text
     assert "[stopped]" in text
     assert "model: smollm2:135m" in text  # the session answered /show after the interrupt
+
+
+def test_create_requantizes_with_llama_cpp_and_the_copy_runs(bendi_home: Path) -> None:
+    code, out, err = bendi("create", "smol:q8", "--from", "smollm2:135m", "--quantize", "q8_0",
+                           "--system", "Answer in one word.")
+    assert code == 0, err
+    assert "Q8_0" in out
+    _, out, _ = bendi("show", "smol:q8", "--json")
+    data = json.loads(out)
+    assert data["quantization"] == "Q8_0" and data["system"] == "Answer in one word."
+    assert data["parameter_count"] > 130e6 and data["size"] > 140e6  # 8.5 bits a weight
+    code, out, err = bendi("run", "smol:q8", "Name a colour.", "--max-tokens", "8")
+    assert code == 0 and out.strip(), err
+    # The bundled model is untouched.
+    _, out, _ = bendi("show", "smollm2:135m", "--json")
+    assert json.loads(out)["quantization"] == "Q4_1"
+
+
+def test_create_refuses_lossy_or_unknown_quantization_and_writes_nothing(bendi_home: Path) -> None:
+    blobs_dir = bendi_home / "models" / "blobs"
+    bendi("list")
+    before = sorted(p.name for p in blobs_dir.iterdir())
+    code, _, err = bendi("create", "smol:q4", "--from", "smollm2:135m", "--quantize", "q4_0")
+    assert code != 0 and "already quantized (Q4_1)" in err and "--allow-requantize" in err
+    code, _, err = bendi("create", "smol:q9", "--from", "smollm2:135m", "--quantize", "q9")
+    assert code != 0 and "unknown quantization" in err and "q8_0" in err
+    code, _, err = bendi("create", "smol:x", "--from", "no-such-model", "--quantize", "q8_0")
+    assert code != 0 and "not found" in err
+    code, _, err = bendi("create", "smol:same", "--from", "smollm2:135m", "--quantize", "q4_1")
+    assert code != 0 and "already Q4_1" in err
+    assert sorted(p.name for p in blobs_dir.iterdir()) == before
+    _, out, _ = bendi("list", "--json")
+    assert [m["name"] for m in json.loads(out)] == ["smollm2:135m"]

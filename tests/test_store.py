@@ -136,3 +136,21 @@ def test_interrupted_import_leaves_no_manifest(
     monkeypatch.undo()
     assert not store.exists("half")
     assert blobs(store) == []
+
+
+def test_failed_create_leaves_nothing_and_stale_partials_are_swept(store: ModelStore) -> None:
+    store.list()
+
+    def half_then_fail(source: object, path: Path) -> None:
+        path.write_bytes(b"GGUF" + b"\0" * 100)
+        raise RuntimeError("quantizer died")
+
+    with pytest.raises(RuntimeError):
+        store.create_from("smollm2:135m", "broken", half_then_fail, note="test")
+    assert not store.exists("broken")
+    assert [b for b in blobs(store) if not b.startswith("sha256-")] == []
+    # A partial file of a process that was killed (no such pid) goes at the next collection.
+    (store.blobs / ".partial-999999999-x.gguf").write_bytes(b"x")
+    store.copy("smollm2:135m", "other")
+    store.remove("other")
+    assert [b for b in blobs(store) if not b.startswith("sha256-")] == []

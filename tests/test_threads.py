@@ -53,12 +53,12 @@ def test_an_idle_machine_rarely_pays_for_exploring() -> None:
     assert chosen[:2] == [2, 1]  # one trial of each count, then the fastest
 
 
-def test_large_prompt_steps_never_explore() -> None:
+def test_prompt_steps_follow_the_largest_decode_step() -> None:
     tuner = ThreadTuner(2, explore_every=4, explore_steps=2)
-    drive(tuner, {2: 0.008, 1: 0.012}, 40)  # decode steps, with explorations
-    for _ in range(20):
-        assert tuner.choose("prompt", explore=False) == 2
-        tuner.record(2, "prompt", 0.5, work=256)
+    assert tuner.for_large_steps() == 2  # nothing measured yet: all threads
+    drive(tuner, {2: 0.008, 1: 0.012}, 40, batch=1)
+    drive(tuner, {2: 0.250, 1: 0.030}, 40, batch=8)  # contended at 8 sequences
+    assert tuner.for_large_steps() == 1
 
 
 def test_a_figure_from_long_ago_is_replaced_not_averaged() -> None:

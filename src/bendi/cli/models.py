@@ -1,4 +1,4 @@
-"""Model store commands: list, show, import, rm, cp."""
+"""Model store commands: list, show, import, create, rm, cp."""
 
 from __future__ import annotations
 
@@ -132,6 +132,45 @@ def import_cmd(ctx: click.Context, file: Path, name: str, system: str | None, te
                f"{d.get('quantization_level')}, {human_bytes(record.size)}")
 
 
+@click.command("create")
+@click.argument("name")
+@click.option("--from", "source", required=True, help="The model to start from.")
+@click.option("--quantize", "-q", help="Re-quantize with llama.cpp: q8_0, q4_k_m, q5_k_m, q6_k, f16, ...")
+@click.option("--allow-requantize", is_flag=True,
+              help="Allow quantizing an already quantized model to a coarser type.")
+@click.option("--system", help="Default system prompt (default: the source's).")
+@click.option("--param", "params", multiple=True, help="Default parameter key=value (repeatable).")
+@click.pass_context
+def create(ctx: click.Context, name: str, source: str, quantize: str | None, allow_requantize: bool,
+           system: str | None, params: tuple[str, ...]) -> None:
+    """Create model NAME from another one, re-quantized or with other defaults.
+
+    \b
+    bendi create smollm2:135m-q8_0 --from smollm2:135m --quantize q8_0
+    """
+    store = services(ctx).store
+    overrides: dict[str, Any] = {"system": system}
+    if params:
+        overrides["parameters"] = {**store.get(source).parameters, **parse_params(params)}
+    if not quantize:
+        record = store.copy(source, name)
+        if system is not None or params:
+            record = store.update(name, **{k: v for k, v in overrides.items() if v is not None})
+        click.echo(f"created {record.name} from {source}")
+        return
+    from bendi.runtime.quantize import check_target, quantize_file
+
+    info = store.get(source).gguf()
+    target = check_target(quantize, info, allow_requantize=allow_requantize)
+    click.echo(f"quantizing {source} ({info.quantization}) to {target.upper()} ...")
+    record = store.create_from(
+        source, name, lambda src, path: quantize_file(src, path, target),
+        note=f"quantized to {target.upper()}", **overrides,
+    )
+    click.echo(f"created {record.name}: {record.details.get('quantization_level')}, "
+               f"{human_bytes(record.size)}")
+
+
 @click.command("rm")
 @click.argument("models", nargs=-1, required=True)
 @click.pass_context
@@ -154,5 +193,5 @@ def cp(ctx: click.Context, source: str, dest: str) -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (list_models, show, import_cmd, rm, cp):
+    for command in (list_models, show, import_cmd, create, rm, cp):
         group.add_command(command)

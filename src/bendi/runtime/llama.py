@@ -533,18 +533,17 @@ class LlamaModel:
             seq.n_past = seq.prefilled
         batch.n_tokens = n
         # Decode-only steps are tuned by their number of sequences; steps with prompt tokens
-        # together, per token, and only small ones try another thread count.
-        key: int | str = n if n == n_decode else "prompt"
+        # follow the largest decode step (see threads.py).
+        decode_only = n == n_decode
         if self._tuner is not None:
-            threads = self._tuner.choose(key, explore=n <= 2 * self.slots)
+            threads = self._tuner.choose(n) if decode_only else self._tuner.for_large_steps()
             if threads != self._threads_now:
                 llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
                 self._threads_now = threads
         started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, batch)
-        if self._tuner is not None:
-            self._tuner.record(self._threads_now, key, time.perf_counter() - started,
-                               work=1 if key != "prompt" else n)
+        if self._tuner is not None and decode_only:
+            self._tuner.record(self._threads_now, n, time.perf_counter() - started)
         self.stats["steps"] += 1
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")

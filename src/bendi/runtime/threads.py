@@ -10,7 +10,8 @@ and a prompt chunk of a few hundred tokens takes half a second more. So the tune
 count once per step size, then runs on the fastest; it tries the others again when the steps get
 slower than they were (another process has arrived) and otherwise only rarely. While on fewer
 threads it retries all of them sooner (the other process may have gone), backing off while that
-keeps losing. Prompt steps of hundreds of tokens are never used for trials.
+keeps losing. Prompt steps, whose size varies from one token to hundreds, are not measured: they
+use the count that is best for the largest decode step.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from collections.abc import Hashable
 class ThreadTuner:
     """Picks a thread count per step; `record` feeds back how long the step took.
 
-    Steps are grouped by a caller's key (the number of sequences in a decode step, say), since a
-    step's cost, and which count is fastest, depend on its size. Costs are seconds per unit of
-    work: the caller passes the work (tokens) of steps whose size varies under one key.
+    Steps are grouped by a caller's key (the number of sequences in a decode step), since a
+    step's cost, and which count is fastest, depend on its size.
     """
 
     def __init__(
@@ -43,7 +43,7 @@ class ThreadTuner:
         self.explore_steps = explore_steps
         self.alpha = alpha
         self.slowdown = slowdown
-        self._cost: dict[tuple[int, Hashable], float] = {}  # moving average, seconds per work
+        self._cost: dict[tuple[int, Hashable], float] = {}  # moving average, seconds per step
         self._floor: dict[tuple[int, Hashable], float] = {}  # the lowest that average has been
         self._updated: dict[tuple[int, Hashable], int] = {}  # step of the last measurement
         self._step = 0
@@ -54,14 +54,11 @@ class ThreadTuner:
         self.first_retry = max(1, explore_every // 16)
         self._backoff = self.first_retry
 
-    def choose(self, key: Hashable, explore: bool = True) -> int:
-        """Thread count for the next step under `key`; `explore=False` for a costly step that
-        should run with the best known count whatever the tuner is trying."""
+    def choose(self, key: Hashable) -> int:
+        """Thread count for the next step under `key`."""
         if len(self.options) == 1:
             return self.options[0]
         self._step += 1
-        if not explore:
-            return self.best(key)
         if self._explore_left > 0:
             self._explore_left -= 1
             return self._explore_with
@@ -79,15 +76,21 @@ class ThreadTuner:
             return self._explore_with
         return best
 
+    def for_large_steps(self) -> int:
+        """The count for steps too costly to measure alternatives on (long prompt chunks): the
+        best one for the largest decode step measured, which is the nearest in kind."""
+        keys = [k for (_, k) in self._cost if isinstance(k, int)]
+        return self.best(max(keys)) if keys else self.options[0]
+
     def best(self, key: Hashable) -> int:
         """The fastest known count for `key`; all threads until something else has been measured."""
         known = [(self._cost[(n, key)], n) for n in self.options if (n, key) in self._cost]
         return min(known)[1] if known else self.options[0]
 
-    def record(self, threads: int, key: Hashable, seconds: float, work: float = 1.0) -> None:
-        """A step under `key` with `threads` threads took `seconds` for `work` units."""
+    def record(self, threads: int, key: Hashable, seconds: float) -> None:
+        """A step under `key` with `threads` threads took `seconds`."""
         slot = (threads, key)
-        cost = seconds / max(work, 1e-9)
+        cost = seconds
         old = self._cost.get(slot)
         # A figure measured long ago says nothing about the machine now: start again from this one.
         stale = old is None or self._step - self._updated.get(slot, 0) > 2 * self.explore_steps + 8

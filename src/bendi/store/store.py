@@ -21,7 +21,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,53 @@ class ModelStore:
             _write_json_atomic(self._manifest_path(parsed), manifest)
         return ModelRecord(parsed, manifest, blob)
 
+    def create_from(
+        self,
+        source: str,
+        name: str,
+        produce: Callable[[GGUFInfo, Path], None],
+        *,
+        note: str,
+        **fields: Any,
+    ) -> ModelRecord:
+        """Register a model derived from `source` (a re-quantized copy, say) as `name`.
+
+        `produce(source_info, path)` writes the new GGUF at `path`, a temporary file in the blob
+        directory; it is verified and moved into place only when complete, so a failure or a
+        kill leaves no blob and no manifest behind. Parameters, system prompt and template are
+        inherited from `source` unless given in `fields`.
+        """
+        record = self.get(source)
+        parsed = parse_name(name)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        tmp = self.blobs / f".partial-{os.getpid()}-{uuid.uuid4().hex}.gguf"
+        try:
+            produce(record.gguf(), tmp)
+            info = read_gguf(tmp)
+            digest = sha256_file(tmp)
+            with self._lock():
+                blob = self.blobs / f"sha256-{digest}"
+                if not blob.exists():
+                    os.replace(tmp, blob)
+                manifest = {
+                    "schema": 1,
+                    "model": {"digest": f"sha256:{digest}", "size": blob.stat().st_size},
+                    "details": describe_gguf(info),
+                    "parameters": record.parameters,
+                    "system": record.manifest.get("system"),
+                    "template": record.manifest.get("template"),
+                    "source": f"{record.name} ({note})",
+                    "created_at": time.time(),
+                    "modified_at": time.time(),
+                }
+                manifest.update({k: v for k, v in fields.items() if v is not None})
+                _write_json_atomic(self._manifest_path(parsed), manifest)
+                self._collect_garbage()  # the blob `name` pointed at before, if nothing else uses it
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return ModelRecord(parsed, manifest, blob)
+
     def copy(self, source: str, dest: str) -> ModelRecord:
         """Give an existing model a second name; the blob is shared, not copied."""
         record = self.get(source)
@@ -332,6 +380,8 @@ class ModelStore:
             for blob in self.blobs.iterdir():
                 if blob.name.startswith("sha256-") and blob.name not in used:
                     blob.unlink()
+                elif blob.name.startswith(".partial-") and not _pid_alive(blob.name.split("-")[1]):
+                    blob.unlink()  # left by an import or create that was killed
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -342,6 +392,16 @@ class ModelStore:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
