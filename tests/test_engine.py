@@ -221,3 +221,41 @@ def test_character_cut_by_max_tokens_is_dropped_not_garbled(smollm: LlamaModel) 
     texts = [collect(smollm, greedy([{"role": "user", "content": prompt}], n))[0] for n in range(1, 12)]
     assert all("\ufffd" not in t for t in texts)
     assert any(any("\u4e00" <= ch <= "\u9fff" for ch in t) for t in texts)
+
+
+def test_batches_are_in_slot_order_and_slots_stay_packed(
+    bundled_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp runs a batch over per-slot KV streams as one graph per run of consecutive
+    sequence ids, so the engine must lay tokens out by slot, not by arrival.
+
+    Here the second request lands in slot 1 (slot 0 holds a cached prompt worth keeping) and the
+    third in slot 0 (it continues that prompt): arrival order 1, 0.
+    """
+    import llama_cpp
+
+    seen: list[list[int]] = []
+    real_decode = llama_cpp.llama_decode
+
+    def recording_decode(ctx: object, batch: llama_cpp.llama_batch) -> int:
+        seen.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+        return int(real_decode(ctx, batch))
+
+    def raw(prompt: str, n: int) -> ChatRequest:
+        return ChatRequest(model="m", prompt=prompt, sampling=SamplingParams(temperature=0), max_tokens=n)
+
+    story = "Once upon a time, in a small village by the sea, there lived an old fisherman"
+    with LlamaModel(bundled_path, LoadOptions(ctx=512, slots=2)) as model:
+        collect(model, raw(story, 4))  # slot 0 now caches the story
+        monkeypatch.setattr(llama_cpp, "llama_decode", recording_decode)
+        first = model.generate(raw("Zebras and giraffes live on", 24))
+        next(first)  # admitted and generating, in slot 1 (empty, nothing worth keeping lost)
+        second = threading.Thread(target=lambda: collect(model, raw(story + " who", 8)))
+        second.start()
+        rest = list(first)
+        second.join()
+        monkeypatch.undo()
+    assert any(isinstance(e, Done) for e in rest)
+    both = [ids for ids in seen if set(ids) == {0, 1}]
+    assert both, "the two requests never shared a step"
+    assert all(ids == sorted(ids) for ids in both)

@@ -216,7 +216,7 @@ class LlamaModel:
 
         self._pending: collections.deque[_Seq] = collections.deque()
         self._running: list[_Seq] = []
-        # Free slots, least recently used first. A finished request leaves its KV cells in its slot;
+        # Free slots. A finished request leaves its KV cells in its slot;
         # `_slot_tokens` says what they hold, so a request that starts with the same tokens (the
         # next turn of a chat, a shared system prompt) reuses them instead of recomputing.
         self._free_slots = list(range(self.slots))
@@ -467,11 +467,15 @@ class LlamaModel:
 
     def _take_slot(self, seq: _Seq) -> None:
         """Give `seq` the free slot whose cached tokens share the longest prefix with its prompt."""
-        best, best_len = self._free_slots[0], 0
-        for slot in self._free_slots if self.options.prompt_cache else ():
-            n = _common_prefix(self._slot_tokens[slot], seq.tokens)
-            if n > best_len:
-                best, best_len = slot, n
+        def score(slot: int) -> tuple[int, int, int]:
+            # Most reused tokens first; among equals, the slot whose cached tokens are worth least
+            # (a conversation kept for its next turn is worth keeping), then the lowest id, which
+            # keeps running slots consecutive (see _step).
+            reuse = _common_prefix(self._slot_tokens[slot], seq.tokens) if self.options.prompt_cache else 0
+            return (-reuse, len(self._slot_tokens[slot]) - reuse, slot)
+
+        best = min(self._free_slots, key=score)
+        best_len = -score(best)[0]
         self._free_slots.remove(best)
         reuse = min(best_len, len(seq.tokens) - 1)  # the last prompt token must be decoded for logits
         if reuse < len(self._slot_tokens[best]) and not llama_cpp.llama_memory_seq_rm(
@@ -505,32 +509,40 @@ class LlamaModel:
         if not self._running:
             return
         batch = self._batch
-        n = 0
-        # One token for every sequence that is generating...
+        # What goes into this step: one token of every generating sequence, then prompt chunks,
+        # oldest first, within what is left of the batch.
+        parts: list[tuple[_Seq, list[int], int, bool]] = []  # sequence, tokens, position, decode?
+        budget = self.n_batch
         for seq in self._running:
             seq.batch_index = -1
             if not seq.prefilling:
-                self._batch_add(n, seq.last_token, seq.n_past, seq.slot, True)
-                self._slot_tokens[seq.slot].append(seq.last_token)
-                seq.n_past += 1
-                seq.batch_index = n
-                n += 1
-        n_decode = n
-        # ...then prompt chunks, oldest first, within what is left of the batch.
+                parts.append((seq, [seq.last_token], seq.n_past, True))
+                budget -= 1
+        n_decode = len(parts)
         for seq in self._running:
-            if not seq.prefilling or n >= self.n_batch:
-                continue
-            take = min(len(seq.tokens) - seq.prefilled, self.n_batch - n)
-            for i in range(take):
-                pos = seq.prefilled + i
-                last = pos == len(seq.tokens) - 1
-                self._batch_add(n, seq.tokens[pos], pos, seq.slot, last)
-                if last:
+            if seq.prefilling and budget > 0:
+                take = min(len(seq.tokens) - seq.prefilled, budget)
+                parts.append((seq, seq.tokens[seq.prefilled : seq.prefilled + take], seq.prefilled, False))
+                budget -= take
+        # In slot order: with one KV stream per slot, llama.cpp computes a batch as one graph per
+        # run of consecutive sequence ids (llama_batch_allocr::split_equal, sequential), so 8
+        # sequences in admission order such as 3,0,1,2,4,5,6,7 took two passes over the weights
+        # and 0,2,4,6,1,3,5,7 four.
+        parts.sort(key=lambda part: part[0].slot)
+        n = 0
+        for seq, tokens, pos, decode in parts:
+            for i, token in enumerate(tokens):
+                logits = decode or pos + i == len(seq.tokens) - 1
+                self._batch_add(n, token, pos + i, seq.slot, logits)
+                if logits:
                     seq.batch_index = n
                 n += 1
-            self._slot_tokens[seq.slot].extend(seq.tokens[seq.prefilled : seq.prefilled + take])
-            seq.prefilled += take
-            seq.n_past = seq.prefilled
+            self._slot_tokens[seq.slot].extend(tokens)
+            if decode:
+                seq.n_past += 1
+            else:
+                seq.prefilled += len(tokens)
+                seq.n_past = seq.prefilled
         batch.n_tokens = n
         # Decode-only steps are tuned by their number of sequences; steps with prompt tokens
         # follow the largest decode step (see threads.py).
