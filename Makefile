@@ -32,6 +32,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/kb.py
 
