@@ -231,6 +231,33 @@ def test_ollama_model_routes(oll: ollama.Client, server: ServerProcess) -> None:
     assert pull.value.status_code == 501 and "import" in pull.value.error
 
 
+def test_ollama_create_requantizes_and_the_new_model_serves(oll: ollama.Client, server: ServerProcess) -> None:
+    steps = [s.status for s in oll.create(model="smol-q8", from_="smollm2:135m", quantize="q8_0",
+                                          system="Answer in one word.", stream=True)]
+    assert steps[0] == "quantizing smollm2:135m to Q8_0" and steps[-1] == "success"
+    show = oll.show("smol-q8")
+    assert show.details and show.details.quantization_level == "Q8_0"
+    system = httpx.post(server.url + "/api/show", json={"model": "smol-q8"}).json()["system"]
+    assert system == "Answer in one word."  # the client's ShowResponse has no field for it
+    reply = oll.chat(model="smol-q8", messages=HELLO, options={"num_predict": 4})
+    assert reply.message.content
+    # Plain create (no quantize) is a copy with other defaults; the source is untouched.
+    assert oll.create(model="smol-terse", from_="smollm2:135m", parameters={"temperature": 0.1}).status == "success"
+    assert oll.show("smollm2:135m").details.quantization_level == "Q4_1"  # type: ignore[union-attr]
+    for bad, words in (
+        ({"from_": "smollm2:135m", "quantize": "q4_0"}, "already quantized"),
+        ({"from_": "smollm2:135m", "quantize": "q9"}, "unknown quantization"),
+        ({"from_": "no-such-model", "quantize": "q8_0"}, "not found"),
+        ({"files": {"m.gguf": "sha256:00"}}, "bendi import"),
+    ):
+        with pytest.raises(ollama.ResponseError) as err:
+            oll.create(model="smol-bad", **bad)  # type: ignore[arg-type]
+        assert words in err.value.error and err.value.status_code in (400, 404)
+    oll.delete("smol-q8")
+    oll.delete("smol-terse")
+    assert "smol-bad:latest" not in {m.model for m in oll.list().models}
+
+
 def test_ollama_ps_and_keep_alive(oll: ollama.Client) -> None:
     oll.generate(model="smollm2:135m", prompt="hi", options={"num_predict": 1})
     assert "smollm2:135m" in {m.model for m in oll.ps().models}
@@ -321,6 +348,7 @@ ROUTES = [
     ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
     ("POST", "/api/chat"), ("POST", "/api/generate"), ("POST", "/api/embed"), ("POST", "/api/embeddings"),
     ("POST", "/api/show"), ("DELETE", "/api/delete"), ("POST", "/api/copy"), ("POST", "/api/pull"),
+    ("POST", "/api/create"),
     ("POST", "/kb"), ("POST", "/kb/demo/search"), ("POST", "/kb/demo/ask"),
 ]
 

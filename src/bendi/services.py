@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bendi.config import Settings
 from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.engine import EngineRegistry
 from bendi.runtime.manager import ModelManager
-from bendi.store import ModelStore
+from bendi.store import ModelRecord, ModelStore
 
 
 @dataclass
@@ -27,6 +28,39 @@ class Services:
         engines = EngineRegistry.discover()
         models = ModelManager(settings, store, engines, fit_check=fit_check, choose_ctx=choose_context)
         return cls(settings, store, engines, models, KnowledgeBaseService(settings, store, models))
+
+    def create_model(
+        self,
+        name: str,
+        source: str,
+        *,
+        quantize: str | None = None,
+        allow_requantize: bool = False,
+        system: str | None = None,
+        template: str | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> ModelRecord:
+        """`bendi create` and Ollama's /api/create: model `name` from `source`, re-quantized with
+        llama.cpp's quantizer when `quantize` is given, with other defaults where given."""
+        record = self.store.get(source)
+        fields: dict[str, Any] = {"system": system, "template": template}
+        if parameters:
+            fields["parameters"] = {**record.parameters, **parameters}
+        fields = {k: v for k, v in fields.items() if v is not None}
+        if not quantize:
+            self.store.copy(source, name)
+            created = self.store.update(name, **fields) if fields else self.store.get(name)
+        else:
+            from bendi.runtime.quantize import check_target, quantize_file
+
+            target = check_target(quantize, record.gguf(), allow_requantize=allow_requantize)
+            created = self.store.create_from(
+                source, name, lambda info, path: quantize_file(info, path, target),
+                note=f"quantized to {target.upper()}", **fields,
+            )
+        # A model loaded under that name would go on serving what the name meant before.
+        self.models.unload(str(created.name))
+        return created
 
     def close(self) -> None:
         self.kb.close()

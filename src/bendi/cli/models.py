@@ -148,26 +148,13 @@ def create(ctx: click.Context, name: str, source: str, quantize: str | None, all
     \b
     bendi create smollm2:135m-q8_0 --from smollm2:135m --quantize q8_0
     """
-    store = services(ctx).store
-    overrides: dict[str, Any] = {"system": system}
-    if params:
-        overrides["parameters"] = {**store.get(source).parameters, **parse_params(params)}
-    if not quantize:
-        record = store.copy(source, name)
-        if system is not None or params:
-            record = store.update(name, **{k: v for k, v in overrides.items() if v is not None})
-        click.echo(f"created {record.name} from {source}")
-        return
-    from bendi.runtime.quantize import check_target, quantize_file
-
-    info = store.get(source).gguf()
-    target = check_target(quantize, info, allow_requantize=allow_requantize)
-    click.echo(f"quantizing {source} ({info.quantization}) to {target.upper()} ...")
-    record = store.create_from(
-        source, name, lambda src, path: quantize_file(src, path, target),
-        note=f"quantized to {target.upper()}", **overrides,
-    )
-    click.echo(f"created {record.name}: {record.details.get('quantization_level')}, "
+    svc = services(ctx)
+    if quantize:
+        click.echo(f"quantizing {source} ({svc.store.get(source).details.get('quantization_level')}) "
+                   f"to {quantize.upper()} ...")
+    record = svc.create_model(name, source, quantize=quantize, allow_requantize=allow_requantize,
+                              system=system, parameters=parse_params(params))
+    click.echo(f"created {record.name} from {source}: {record.details.get('quantization_level')}, "
                f"{human_bytes(record.size)}")
 
 

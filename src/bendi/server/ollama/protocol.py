@@ -105,6 +105,17 @@ class ModelRequest(_Base):
         return value
 
 
+class CreateRequest(ModelRequest):
+    from_: str | None = Field(None, alias="from")
+    quantize: str | None = None
+    system: str | None = None
+    template: str | None = None
+    parameters: dict[str, Any] | None = None
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    stream: bool = True
+
+
 class CopyRequest(_Base):
     source: str
     destination: str

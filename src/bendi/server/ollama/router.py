@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from bendi import __version__
-from bendi.errors import NotAvailableOffline
+from bendi.errors import InvalidRequest, NotAvailableOffline, UnsupportedParameter
 from bendi.runtime.manager import parse_keep_alive
 from bendi.server.body import parse_body
 from bendi.server.generation import acquire, collect, start
@@ -155,6 +155,33 @@ async def copy(request: Request) -> Response:
     body = await parse_body(request, p.CopyRequest)
     state.services.store.copy(body.source, body.destination)
     return Response(status_code=200)
+
+
+@router.post("/create")
+async def create(request: Request) -> Any:
+    """Ollama's create from an installed model (`from`), re-quantized (`quantize`) and/or with
+    other defaults. Creating from uploaded files or adapters needs `bendi import` instead."""
+    state = _state(request)
+    body = await parse_body(request, p.CreateRequest)
+    name = body.target()
+    if body.files or body.adapters:
+        raise UnsupportedParameter(
+            "creating from uploaded files or adapters is not supported; copy the GGUF here and "
+            "run `bendi import FILE --name NAME`, then create from it with `from`",
+            param="files",
+        )
+    if not body.from_:
+        raise InvalidRequest("`from` (the installed model to start from) is required", param="from")
+    record = await asyncio.to_thread(
+        state.services.create_model, name, body.from_, quantize=body.quantize,
+        system=body.system, template=body.template, parameters=body.parameters,
+    )
+    steps = ([f"quantizing {body.from_} to {body.quantize.upper()}"] if body.quantize else []) + [
+        f"using {record.digest}", "writing manifest", "success",
+    ]
+    if not body.stream:
+        return {"status": "success"}
+    return StreamingResponse((serving.ndjson({"status": s}) for s in steps), media_type=NDJSON)
 
 
 @router.post("/pull")
