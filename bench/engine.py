@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from results_file import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -287,17 +288,8 @@ def main() -> None:
 
     engines = summarise(results)
     print_table(engines, cfg, rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "engine",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.time() - started, 1),
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "config": cfg | {"rounds": rounds},
-        "engines": engines,
-        "raw": results,
-    }, indent=2))
-    print(f"\nwrote {args.out}")
+    write_results(args.out, "engine", started, config=cfg | {"rounds": rounds}, engines=engines,
+                  raw=results)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ Rounds alternate the types; figures are medians over rounds, gains are per-round
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +32,7 @@ from bendi.runtime.llama import _init_backend, default_threads
 from bendi.runtime.quantize import check_target, quantize_file
 from bendi.store import bundled_model_path
 from bendi.store.gguf import read_gguf
+from results_file import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SLOTS = 8
@@ -137,17 +136,7 @@ def main() -> None:
               f"{e['gain']:>7.2f}x {f'{lo:.2f}-{hi:.2f}':>11} {e['pp_ms']:>10.0f}ms")
     print("\ngain = 8 x step1 / step8: tokens/s of 8 sequences decoded together over 1 sequence at "
           "a time,\nthe ceiling for what continuous batching can give a server on these weights.")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "kernels",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.time() - started, 1),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "threads": args.threads},
-        "table": table,
-        "raw": runs,
-    }, indent=2))
-    print(f"\nwrote {args.out}")
+    write_results(args.out, "kernels", started, threads=args.threads, table=table, raw=runs)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))  # tests.server_util starts bendi serve the way the API tests do
 
 from tests.server_util import ServerProcess, free_port  # noqa: E402
+
+from results_file import write_results  # noqa: E402
 
 MODEL = "smollm2:135m"
 # Different user prompts, each of which SmolLM2-135M answers at length under greedy decoding, so
@@ -393,18 +394,9 @@ def main() -> None:
 
     summary = summarise(results, concurrency)
     print_table(summary, cfg, rounds)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "serve",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.time() - started, 1),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count()},
-        "config": {k: v for k, v in cfg.items() if k != "counter"} | {"rounds": rounds},
-        **summary,
-        "raw": results,
-    }, indent=2))
-    print(f"\nwrote {out}")
+    write_results(out, "serve", started,
+                  config={k: v for k, v in cfg.items() if k != "counter"} | {"rounds": rounds},
+                  **summary, raw=results)
     workdir.cleanup()
 
 
