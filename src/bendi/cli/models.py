@@ -150,8 +150,11 @@ def create(ctx: click.Context, name: str, source: str, quantize: str | None, all
     """
     svc = services(ctx)
     if quantize:
-        click.echo(f"quantizing {source} ({svc.store.get(source).details.get('quantization_level')}) "
-                   f"to {quantize.upper()} ...")
+        from bendi.runtime.quantize import check_target
+
+        info = svc.store.get(source).gguf()
+        target = check_target(quantize, info, allow_requantize=allow_requantize)  # fail before saying so
+        click.echo(f"quantizing {source} ({info.quantization}) to {target.upper()} ...")
     record = svc.create_model(name, source, quantize=quantize, allow_requantize=allow_requantize,
                               system=system, parameters=parse_params(params))
     click.echo(f"created {record.name} from {source}: {record.details.get('quantization_level')}, "
