@@ -28,7 +28,7 @@ from typing import Any
 
 import llama_cpp
 
-from bendi.runtime.llama import _init_backend, default_threads
+from bendi.runtime.llama import default_threads, init_backend
 from bendi.runtime.quantize import check_target, quantize_file
 from bendi.store import bundled_model_path
 from bendi.store.gguf import read_gguf
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "kernels.json")
     args = ap.parse_args()
 
-    _init_backend()
+    init_backend()
     source_path = bundled_model_path()
     if source_path is None:
         raise SystemExit("the bundled model is not installed (run `make test` or `make run` once)")

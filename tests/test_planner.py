@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bendi.cli.main import cli
 from bendi.planner import hardware
 from bendi.planner.catalog import QUANT_ORDER, from_gguf, load_catalog
+from bendi.planner.machine import Hardware, parse_gpus, parse_size
 from bendi.planner.memory import (
     BITS_PER_WEIGHT,
     ModelShape,
@@ -21,14 +22,8 @@ from bendi.planner.memory import (
     kv_cache_bytes,
     weight_bytes_from_params,
 )
-from bendi.planner.plan import (
-    Hardware,
-    parse_gpus,
-    parse_size,
-    plan_model,
-    valid_tp_sizes,
-    vllm_option,
-)
+from bendi.planner.plan import plan_model
+from bendi.planner.vllm_layout import valid_tp_sizes, vllm_option
 from bendi.store.gguf import read_gguf
 
 FIXTURES = Path(__file__).parent / "fixtures" / "planner"
@@ -169,12 +164,12 @@ def test_weight_model_against_catalog_sizes(quant: str) -> None:
 _MEASURE = textwrap.dedent("""
     import json, sys
     import psutil
-    from bendi.runtime.llama import LlamaModel, LoadOptions, _init_backend
+    from bendi.runtime.llama import LlamaModel, LoadOptions, init_backend
     from bendi.runtime.types import ChatRequest
 
     path, ctx = sys.argv[1], int(sys.argv[2])
     proc = psutil.Process()
-    _init_backend()
+    init_backend()
     before = proc.memory_info().rss
     model = LlamaModel(path, LoadOptions(ctx=ctx, slots=1, threads=1))
     # a prompt longer than one 512-token batch touches every weight and the compute buffer
@@ -316,15 +311,15 @@ def test_guard_suggests_shorter_context(monkeypatch: pytest.MonkeyPatch) -> None
     assert "try a shorter context (--ctx 2048" in result.stderr
 
 
-def test_choose_context_from_memory(monkeypatch: pytest.MonkeyPatch, settings) -> None:  # noqa: ANN001
+def test_choose_context_from_memory(settings) -> None:  # noqa: ANN001
     from bendi.planner.guard import choose_context
     from bendi.store import ModelStore
 
-    record = ModelStore(settings.models_dir).get("smollm2:135m")
-    monkeypatch.setenv("BENDI_MEMORY_LIMIT", "64GB")
-    assert choose_context(record, 1) == 8192  # native 8192, under the CPU cap
-    monkeypatch.setenv("BENDI_MEMORY_LIMIT", "400MB")
-    assert choose_context(record, 4) == 2048  # 4 slots x 8192 would not fit
+    store = ModelStore(settings.models_dir)
+    store.ensure_bundled()
+    record = store.get("smollm2:135m")
+    assert choose_context(record, 1, memory_limit="64GB") == 8192  # native 8192, under the CPU cap
+    assert choose_context(record, 4, memory_limit="400MB") == 2048  # 4 slots x 8192 would not fit
 
 
 def test_estimate_parts_are_consistent() -> None:

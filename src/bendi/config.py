@@ -42,6 +42,7 @@ class Settings:
     force: bool = _describe("Load models even when the planner says they will not fit.", False)
     memory_limit: str | None = _describe(
         "Memory the load guard may use (e.g. 16GB); None uses the RAM available now.", None)
+    llama_log: bool = _describe("Let llama.cpp print its own log to stderr (for debugging).", False)
 
     @property
     def models_dir(self) -> Path:
@@ -67,6 +68,11 @@ class Settings:
             values[f.name] = _coerce(f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied (None values ignored): commands adjust their own copy,
+        never the settings other code shares."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:

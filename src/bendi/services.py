@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,10 @@ class Services:
 
         store = ModelStore(settings.models_dir)
         engines = EngineRegistry.discover()
-        models = ModelManager(settings, store, engines, fit_check=fit_check, choose_ctx=choose_context)
+        limit = settings.memory_limit
+        models = ModelManager(settings, store, engines,
+                              fit_check=functools.partial(fit_check, memory_limit=limit),
+                              choose_ctx=functools.partial(choose_context, memory_limit=limit))
         return cls(settings, store, engines, models, KnowledgeBaseService(settings, store, models))
 
     def create_model(

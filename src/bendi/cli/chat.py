@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from bendi.cli.common import services
-from bendi.config import Settings
 from bendi.errors import BendiError, InvalidRequest
 from bendi.runtime.manager import Loaded
 from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, SamplingParams, TextDelta
@@ -179,14 +178,12 @@ def run(ctx: click.Context, model: str, prompt: str | None, system: str | None, 
         seed: int | None, max_tokens: int | None, ctx_len: int | None, hide_thinking: bool,
         verbose: bool, force: bool, interactive_mode: bool) -> None:
     """Chat with MODEL: answer PROMPT (or stdin) and exit, or start an interactive chat."""
-    settings: Settings = ctx.find_root().obj
-    settings.slots = 1  # one conversation: no need for batch slots
-    settings.force = settings.force or force
     if ctx_len is not None and ctx_len < 16:
         raise InvalidRequest("--ctx must be at least 16 tokens")
     if prompt is None and not interactive_mode and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip() or None
-    loaded = services(ctx).models.acquire(model, ctx=ctx_len)
+    # one conversation: no need for batch slots
+    loaded = services(ctx, slots=1, force=True if force else None).models.acquire(model, ctx=ctx_len)
     options = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
                "repeat_penalty": repeat_penalty, "seed": seed, "max_tokens": max_tokens}
     session = ChatSession(loaded, options, system, hide_thinking, verbose)

@@ -13,13 +13,14 @@ from bendi.config import Settings
 from bendi.services import Services
 
 
-def services(ctx: click.Context) -> Services:
-    """The services for this invocation, built on first use and closed when the command ends."""
+def services(ctx: click.Context, **overrides: Any) -> Services:
+    """The services for this invocation, built on first use (from the settings with `overrides`
+    applied) and closed when the command ends."""
     root = ctx.find_root()
     svc = root.meta.get("bendi.services")
     if svc is None:
         settings: Settings = root.obj
-        svc = Services.build(settings)
+        svc = Services.build(settings.replace(**overrides))
         root.meta["bendi.services"] = svc
         root.call_on_close(svc.close)
     return svc

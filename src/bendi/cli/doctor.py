@@ -11,7 +11,8 @@ from bendi.config import Settings
 from bendi.errors import BendiError, ModelNotFound
 from bendi.planner import hardware
 from bendi.planner.catalog import CatalogModel, from_gguf, load_catalog
-from bendi.planner.plan import Gpu, Hardware, ModelPlan, parse_gpus, parse_size, plan_models
+from bendi.planner.machine import Gpu, Hardware, parse_gpus, parse_size
+from bendi.planner.plan import ModelPlan, plan_models
 
 #: bumped when a key of the --json output changes meaning or disappears
 SCHEMA_VERSION = 1

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 @click.command()
 @click.option("--host", help="Address to bind (default 127.0.0.1; others need an API key).")
 @click.option("--port", type=int, help="Port (default 11435).")
-@click.option("--api-key", envvar="BENDI_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+@click.option("--api-key", help="Require 'Authorization: Bearer KEY' (default: BENDI_API_KEY).")
 @click.option("--slots", type=int, help="Concurrent sequences per model (continuous batching).")
 @click.option("--ctx", "ctx_len", type=int, help="Context length per sequence.")
 @click.option("--keep-alive", help="How long idle models stay loaded (e.g. 5m, 1h, -1 forever).")
@@ -34,14 +34,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str |
     from bendi.runtime.manager import parse_keep_alive
     from bendi.server.app import create_app
 
-    settings: Settings = ctx.find_root().obj
-    settings.host = host or settings.host
-    settings.port = port or settings.port
-    settings.api_key = api_key or settings.api_key
-    settings.slots = slots or settings.slots
-    settings.ctx = ctx_len or settings.ctx
-    if keep_alive is not None:
-        settings.keep_alive = parse_keep_alive(keep_alive, settings.keep_alive)
+    shared: Settings = ctx.find_root().obj
+    settings = shared.replace(
+        host=host or None, port=port or None, api_key=api_key or None, slots=slots or None,
+        ctx=ctx_len or None,
+        keep_alive=parse_keep_alive(keep_alive, shared.keep_alive) if keep_alive is not None else None,
+    )
     check_bind(settings.host, settings.api_key)
 
     def startup(services: Services) -> None:

@@ -20,14 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from bendi.db import statements
+from bendi import db
 from bendi.errors import BendiError, DocumentError
 from bendi.kb.chunking import Chunk
 from bendi.kb.segment import SEGMENTER_VERSION, segment
 
-SCHEMA: list[str] = [
-    # 1
-    """
+_SCHEMA_1 = """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE documents (
         id INTEGER PRIMARY KEY,
@@ -61,8 +59,18 @@ SCHEMA: list[str] = [
     CREATE VIRTUAL TABLE chunks_fts USING fts5(heading, body, content='', tokenize='unicode61 remove_diacritics 0');
     CREATE VIRTUAL TABLE chunks_vocab USING fts5vocab(chunks_fts, 'row');
     INSERT INTO chunks_fts(chunks_fts, rank) VALUES('rank', 'bm25(2.0, 1.0)');
-    """,
-]
+    """
+
+
+def _schema_1(conn: sqlite3.Connection) -> None:
+    for statement in db.statements(_SCHEMA_1):
+        conn.execute(statement)
+    conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                     [("segmenter", SEGMENTER_VERSION), ("generation", "0")])
+
+
+#: migrations of a knowledge base's file (see bendi.db)
+SCHEMA: list[db.Migration] = [_schema_1]
 
 
 @dataclass
@@ -109,48 +117,24 @@ class KnowledgeBaseIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._vec_cache: tuple[int, np.ndarray, np.ndarray, dict[int, int]] | None = None
         self._n_chunks_cache: tuple[int, int] | None = None
         self._threads: Any = None
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            self._conn = db.open_database(path, SCHEMA, timeout=60, pragmas=("synchronous=NORMAL",),
+                                       lock=self._lock)
             if self.meta("segmenter") != SEGMENTER_VERSION:
                 self._rebuild_lexical()
 
     # -- schema and meta ---------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        while version < len(SCHEMA):
-            with self.transaction():
-                version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-                if version >= len(SCHEMA):
-                    break
-                for statement in statements(SCHEMA[version]):
-                    self._conn.execute(statement)
-                version += 1
-                self._conn.execute(f"PRAGMA user_version = {version}")
-                if version == 1:
-                    self._set_meta("segmenter", SEGMENTER_VERSION)
-                    self._set_meta("generation", "0")
-
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (or left to SQLite on a crash)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with db.transaction(self._conn, self._lock) as conn:
+            yield conn
 
     def meta(self, key: str) -> str | None:
         with self._lock:

@@ -2,25 +2,24 @@
 
 The model manager calls these two functions with a store record; they read the GGUF header for
 the model's shape and ask the memory model. The memory they compare against is the RAM available
-now, or BENDI_MEMORY_LIMIT when set (a container limit psutil cannot see, or tests).
+now, or the `memory_limit` setting when given (a container limit psutil cannot see, or tests).
 """
 
 from __future__ import annotations
 
-from bendi.config import Settings
 from bendi.errors import InsufficientMemory
 from bendi.planner import hardware
 from bendi.planner.catalog import CatalogModel, from_gguf, load_catalog
+from bendi.planner.machine import SAFETY_MARGIN, parse_size
 from bendi.planner.memory import MemoryEstimate, estimate, weight_bytes_from_params
-from bendi.planner.plan import CPU_CTX_CAP, MIN_CTX, SAFETY_MARGIN, parse_size
+from bendi.planner.plan import CPU_CTX_CAP, MIN_CTX
 from bendi.store import ModelRecord
 
 GB = 1_000_000_000
 
 
-def memory_available() -> int:
-    """Bytes a model may use now: BENDI_MEMORY_LIMIT if set, else the RAM available."""
-    limit = Settings.from_env().memory_limit
+def memory_available(limit: str | None = None) -> int:
+    """Bytes a model may use now: `limit` (the memory_limit setting) if set, else the RAM available."""
     if limit:
         return parse_size(limit)
     return hardware.available_memory()[1]
@@ -35,11 +34,11 @@ def _gb(n: float) -> str:
     return f"{n / GB:.1f} GB" if n >= GB else f"{n / 1e6:.0f} MB"
 
 
-def fit_check(record: ModelRecord, ctx: int, slots: int) -> None:
+def fit_check(record: ModelRecord, ctx: int, slots: int, *, memory_limit: str | None = None) -> None:
     """Raise InsufficientMemory when `record` at `ctx` x `slots` will not fit in memory."""
     model, weights = _model(record)
     est = estimate(model.shape, weights, ctx, slots)
-    have = memory_available()
+    have = memory_available(memory_limit)
     if est.total <= have:
         return
     slot_text = f"{slots} slot{'s' if slots != 1 else ''}"
@@ -73,11 +72,11 @@ def best_alternative(model: CatalogModel, weights: int, ctx: int, slots: int, ha
     return "nothing in the catalog fits; free memory or use a machine with more"
 
 
-def choose_context(record: ModelRecord, slots: int) -> int:
+def choose_context(record: ModelRecord, slots: int, *, memory_limit: str | None = None) -> int:
     """The context length per sequence to use when the user asked for none."""
     model, weights = _model(record)
     native = model.native_context
-    budget = memory_available() * (1 - SAFETY_MARGIN)
+    budget = memory_available(memory_limit) * (1 - SAFETY_MARGIN)
     cap = min(native, CPU_CTX_CAP)
     ctx = cap
     while ctx > MIN_CTX and estimate(model.shape, weights, ctx, slots).total > budget:

@@ -62,7 +62,7 @@ def estimated_size(source: GGUFInfo, target: str) -> int:
 
 def quantize_file(source: GGUFInfo, dest: Path, target: str, *, threads: int = 0) -> None:
     """Write `source` quantized to `target` at `dest` (which the caller cleans up on failure)."""
-    from bendi.runtime.llama import _init_backend  # silences llama.cpp's per-tensor log
+    from bendi.runtime.llama import init_backend  # silences llama.cpp's per-tensor log
 
     need = estimated_size(source, target)
     free = shutil.disk_usage(dest.parent).free
@@ -71,7 +71,7 @@ def quantize_file(source: GGUFInfo, dest: Path, target: str, *, threads: int = 0
             f"quantizing to {target.upper()} needs about {need / 2**30:.1f} GiB of disk at "
             f"{dest.parent}; {free / 2**30:.1f} GiB is free"
         )
-    _init_backend()
+    init_backend()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = _FTYPE_IDS[target]
     params.allow_requantize = source.quantization not in _FULL_PRECISION
