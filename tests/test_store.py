@@ -14,7 +14,9 @@ from bendi.store.gguf import read_gguf
 
 @pytest.fixture
 def store(bendi_home: Path) -> ModelStore:
-    return ModelStore(bendi_home / "models")
+    store = ModelStore(bendi_home / "models")
+    store.ensure_bundled()
+    return store
 
 
 def blobs(store: ModelStore) -> list[str]:
@@ -39,6 +41,14 @@ def test_gguf_header_of_bundled_model(bundled_path: Path) -> None:
     assert info.embedding_length == 576
     assert 130e6 < info.parameter_count < 140e6
     assert info.chat_template and "<|im_start|>" in info.chat_template
+
+
+def test_reads_write_nothing(bendi_home: Path) -> None:
+    store = ModelStore(bendi_home / "models")
+    assert store.list() == []
+    with pytest.raises(ModelNotFound):
+        store.get("smollm2:135m")
+    assert not (bendi_home / "models").exists()
 
 
 def test_bundled_model_registered_without_copy(store: ModelStore, bundled_path: Path) -> None:
@@ -67,11 +77,11 @@ def test_import_show_copy_remove_share_blobs(store: ModelStore, bundled_path: Pa
     store.remove("mine")
     assert blobs(store) == []
     # A removed bundled model is not re-registered behind the user's back.
+    store.ensure_bundled()
     assert store.list() == []
 
 
 def test_import_distinct_files_keeps_both(store: ModelStore, bundled_path: Path, tmp_path: Path) -> None:
-    store.list()  # registers the bundled model: one blob
     a = tmp_path / "a.gguf"
     shutil.copyfile(bundled_path, a)
     with a.open("ab") as fh:  # extra bytes after the tensor data: a different, still valid file
@@ -124,7 +134,6 @@ def test_interrupted_import_leaves_no_manifest(
 ) -> None:
     src = tmp_path / "m.gguf"
     shutil.copyfile(bundled_path, src)
-    store.list()  # register the bundled model first
 
     def boom(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

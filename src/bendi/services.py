@@ -26,6 +26,7 @@ class Services:
         from bendi.planner.guard import choose_context, fit_check
 
         store = ModelStore(settings.models_dir)
+        store.ensure_bundled()
         engines = EngineRegistry.discover()
         limit = settings.memory_limit
         models = ModelManager(settings, store, engines,

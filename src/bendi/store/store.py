@@ -46,8 +46,7 @@ class ModelStore:
     # -- reading -----------------------------------------------------------------------------
 
     def list(self) -> list[ModelRecord]:
-        """All models, newest first."""
-        self.ensure_bundled()
+        """All models, newest first. Reads only: nothing is registered or repaired here."""
         records = []
         if self.manifests.is_dir():
             for path in self.manifests.rglob("*.json"):
@@ -61,7 +60,6 @@ class ModelStore:
     def get(self, name: str) -> ModelRecord:
         """The model called `name`; ModelNotFound (with close names) if there is none."""
         parsed = parse_name(name)
-        self.ensure_bundled()
         manifest = read_json(self._manifest_path(parsed))
         if manifest is None:
             raise ModelNotFound(self._not_found_message(name), param="model")
@@ -205,7 +203,8 @@ class ModelStore:
         return record
 
     def ensure_bundled(self) -> None:
-        """Register the bundled SmolLM2 GGUF as smollm2:135m the first time the store is used."""
+        """Register the bundled SmolLM2 GGUF as smollm2:135m unless the user removed it (called once
+        when the services are built, never by a read)."""
         register_bundled(self)
 
     # -- internals ---------------------------------------------------------------------------
