@@ -30,10 +30,7 @@ from bendi.kb.chunking import chunk_blocks  # noqa: E402
 from bendi.kb.index import KnowledgeBaseIndex  # noqa: E402
 from bendi.kb.loaders import Block  # noqa: E402
 from bendi.kb.retrieval import RetrievalSettings, search  # noqa: E402
-from bendi.kb.service import KnowledgeBaseService  # noqa: E402
-from bendi.runtime.engine import EngineRegistry  # noqa: E402
-from bendi.runtime.manager import ModelManager  # noqa: E402
-from bendi.store import ModelStore  # noqa: E402
+from bendi.services import Services  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cmrc2018"
 if not DATA.exists():
@@ -190,8 +187,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bendi-kb-bench-") as tmp:
         work = Path(tmp)
         settings_obj = Settings.from_env(env={}, home=work / "home")
-        store = ModelStore(settings_obj.models_dir)
-        kb = KnowledgeBaseService(settings_obj, store, ModelManager(settings_obj, store, EngineRegistry()))
+        kb = Services.build(settings_obj).kb
         docs = work / "docs"
         docs.mkdir()
         for d in corpus:

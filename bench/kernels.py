@@ -28,7 +28,7 @@ from typing import Any
 
 import llama_cpp
 
-from bendi.runtime.llama import default_threads, init_backend
+from bendi.runtime.llama.backend import default_threads, init_backend
 from bendi.runtime.quantize import check_target, quantize_file
 from bendi.store import bundled_model_path
 from bendi.store.gguf import read_gguf

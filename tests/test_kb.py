@@ -21,9 +21,7 @@ from bendi.kb.answer import citations
 from bendi.kb.chunking import MAX_CHARS, chunk_blocks, split_sentences
 from bendi.kb.loaders import Block, load_document
 from bendi.kb.service import KnowledgeBaseService
-from bendi.runtime.engine import EngineRegistry
-from bendi.runtime.manager import ModelManager
-from bendi.store import ModelStore
+from bendi.services import Services
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kb"
 
@@ -37,8 +35,7 @@ ZH_SAFETY = (
 
 
 def make_service(settings: Settings) -> KnowledgeBaseService:
-    store = ModelStore(settings.models_dir)
-    return KnowledgeBaseService(settings, store, ModelManager(settings, store, EngineRegistry()))
+    return Services.build(settings).kb
 
 
 @pytest.fixture
@@ -297,13 +294,8 @@ _INGEST_LOOP = """
 import sys
 from pathlib import Path
 from bendi.config import Settings
-from bendi.kb.service import KnowledgeBaseService
-from bendi.runtime.engine import EngineRegistry
-from bendi.runtime.manager import ModelManager
-from bendi.store import ModelStore
-settings = Settings.from_env()
-store = ModelStore(settings.models_dir)
-kb = KnowledgeBaseService(settings, store, ModelManager(settings, store, EngineRegistry()))
+from bendi.services import Services
+kb = Services.build(Settings.from_env()).kb
 src = Path(sys.argv[1])
 i = 0
 while True:

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from bendi.config import Settings
+from bendi.core.context import RequestContext
+from bendi.core.observe import GenerationRecord
 from bendi.kb.answer import build_messages, citations
 from bendi.kb.demo import ensure_demo_kb
-from bendi.runtime.types import Done, SamplingParams, TextDelta
+from bendi.runtime.types import Done, TextDelta
 from bendi.services import Services
+
+CLI = RequestContext.local("test")
 
 HANDBOOK = (
     "# 井下安全规程\n\n## 第二章 瓦斯管理\n\n"
@@ -21,10 +25,24 @@ HANDBOOK = (
 )
 
 
+class Recorder:
+    """An observer that keeps every record."""
+
+    wants_text = True
+
+    def __init__(self) -> None:
+        self.records: list[GenerationRecord] = []
+
+    def admit(self, admission: object) -> None:
+        return None
+
+    def record(self, record: GenerationRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
     svc = Services.build(settings)
-    svc.store.ensure_bundled()
     yield svc
     svc.close()
 
@@ -34,16 +52,23 @@ def test_answer_streams_on_bundled_model_with_numbered_sources(services: Service
     (tmp_path / "rules.md").write_text(HANDBOOK, encoding="utf-8")
     services.kb.create("t")
     services.kb.add_paths("t", [tmp_path / "rules.md"])
-    answer = services.kb.answer("t", "How often should the drive pulley bearings be lubricated?",
-                                model="smollm2:135m", max_tokens=40, sampling=SamplingParams(temperature=0))
-    assert answer.model == "smollm2:135m"
-    assert answer.sources[0].document == "rules.md" and answer.sources[0].section.endswith("Conveyor")
-    events = list(answer.events)
+    recorder = Recorder()
+    services.generation.observers.add(recorder)
+    run = services.generation.ask_blocking(
+        "t", CLI, question="How often should the drive pulley bearings be lubricated?",
+        model="smollm2:135m", max_tokens=40, options={"temperature": 0})
+    assert run.model == "smollm2:135m"
+    assert run.sources[0].document == "rules.md" and run.sources[0].section.endswith("Conveyor")
+    events = list(run.events)
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text.strip() and isinstance(events[-1], Done) and events[-1].usage.prompt_tokens > 50
-    # whatever the small model cites maps back into the listed sources
-    assert all(1 <= n <= len(answer.sources) for n in citations(text, len(answer.sources)))
-    prompt = build_messages("q?", answer.sources)[-1]["content"]
+    # one record for the answer, and the documents it names are the ones its [n] citations number
+    [record] = recorder.records
+    assert (record.status, record.knowledge_base, record.model) == ("ok", "t", "smollm2:135m")
+    assert record.answer == text and record.completion_tokens == events[-1].usage.completion_tokens
+    cited = citations(text, len(run.sources))
+    assert record.documents == list(dict.fromkeys(run.sources[n - 1].document for n in cited))
+    prompt = build_messages("q?", run.sources)[-1]["content"]
     assert prompt.startswith("Sources:\n\n[1] (rules.md, § 井下安全规程 > Conveyor)")
 
 
@@ -51,15 +76,19 @@ def test_nothing_relevant_answers_not_found_without_a_model(services: Services, 
     (tmp_path / "rules.md").write_text(HANDBOOK, encoding="utf-8")
     services.kb.create("t")
     services.kb.add_paths("t", [tmp_path / "rules.md"])
-    answer = services.kb.answer("t", "梅西在哪一年获得世界杯冠军？", model="no-such-model")
-    events = list(answer.events)
-    assert answer.sources == [] and answer.model is None
+    recorder = Recorder()
+    services.generation.observers.add(recorder)
+    run = services.generation.ask_blocking("t", CLI, question="梅西在哪一年获得世界杯冠军？", model="no-such-model")
+    events = list(run.events)
+    assert run.sources == []
     assert [type(e) for e in events] == [TextDelta, Done]
     assert events[0].text == "知识库中没有找到相关内容。"  # type: ignore[union-attr]
     assert services.models.loaded() == []
+    assert [(r.status, r.model, r.documents) for r in recorder.records] == [("ok", None, [])]
     services.kb.update_settings("t", top_k=3)
-    english = services.kb.answer("t", "Who won the football world cup in 2022?", model="no-such-model",
-                                 not_found="Nothing about that in our documents.")
+    english = services.generation.ask_blocking("t", CLI, question="Who won the football world cup in 2022?",
+                                               model="no-such-model",
+                                               not_found="Nothing about that in our documents.")
     assert [e.text for e in english.events if isinstance(e, TextDelta)] == ["Nothing about that in our documents."]
 
 
@@ -81,7 +110,6 @@ def test_http_routes_and_openai_chat_against_a_knowledge_base(settings: Settings
     from bendi.server.app import create_app
 
     app = create_app(settings)
-    app.state.services.store.ensure_bundled()
     with TestClient(app) as client:
         assert client.post("/kb", json={"name": "web"}).status_code == 201
         assert client.post("/kb", json={"name": "web"}).json()["error"]["code"] == "conflict"

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bendi.errors import InvalidRequest
+
 
 def _describe(text: str, default: Any) -> Any:
     if callable(default):
@@ -62,10 +64,11 @@ class Settings:
         env = dict(os.environ) if env is None else env
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = env.get(f"BENDI_{f.name.upper()}")
+            name = f"BENDI_{f.name.upper()}"
+            raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.type, raw)
+            values[f.name] = _coerce(name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -84,14 +87,28 @@ class Settings:
         return rows
 
 
-def _coerce(type_name: Any, raw: str) -> Any:
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    """The value of variable `name` as its field's type; InvalidRequest names the variable."""
     text = str(type_name)
     if "Path" in text:
         return Path(raw).expanduser()
     if "bool" in text:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        word = raw.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise InvalidRequest(f"{name}={raw!r}: expected one of {', '.join(_TRUE + _FALSE)}")
+        return word in _TRUE
     if "float" in text:
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise InvalidRequest(f"{name}={raw!r}: expected a number") from None
     if "int" in text:
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidRequest(f"{name}={raw!r}: expected a whole number") from None
     return raw

@@ -5,7 +5,8 @@
     BendiError                      500 internal_error
     ├── InvalidRequest              400 invalid_request
     │   ├── ContextLengthExceeded   400 context_length_exceeded
-    │   └── UnsupportedParameter    400 unsupported_parameter
+    │   ├── UnsupportedParameter    400 unsupported_parameter
+    │   └── RequestTooLarge         413 request_too_large
     ├── AuthenticationError         401 invalid_api_key
     ├── PermissionDenied            403 permission_denied
     ├── NotFound                    404 not_found
@@ -19,7 +20,9 @@
     ├── NotAvailableOffline         501 not_available_offline
     ├── InsufficientMemory          507 insufficient_memory
     ├── ServerBusy                  503 server_busy
-    └── EngineError                 500 engine_error
+    ├── EngineError                 500 engine_error
+    └── HTTPError                   (its own status) http_error: an HTTP status passed through
+                                    from the web framework (405 method not allowed, ...)
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class ContextLengthExceeded(InvalidRequest):
 
 class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
+
+
+class RequestTooLarge(InvalidRequest):
+    status, code = 413, "request_too_large"
 
 
 class AuthenticationError(BendiError):
@@ -105,3 +112,14 @@ class ServerBusy(BendiError):
 
 class EngineError(BendiError):
     status, code, kind = 500, "engine_error", "server_error"
+
+
+class HTTPError(BendiError):
+    """A status the web framework decided (405, 415, ...), passed through in the dialect's shape."""
+
+    code = "http_error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = "invalid_request_error" if status < 500 else "server_error"

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bendi.config import Settings
+from bendi.core.embeddings import EmbeddingService
+from bendi.core.generation import GenerationService
+from bendi.core.observe import Observers
 from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.engine import EngineRegistry
 from bendi.runtime.manager import ModelManager
@@ -20,19 +23,26 @@ class Services:
     engines: EngineRegistry
     models: ModelManager
     kb: KnowledgeBaseService
+    #: the one path every generation and embedding takes (see bendi.core)
+    generation: GenerationService
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, engines: EngineRegistry | None = None) -> Services:
+        """Everything bendi runs on, from `settings`; `engines` defaults to the installed ones."""
         from bendi.planner.guard import choose_context, fit_check
 
         store = ModelStore(settings.models_dir)
         store.ensure_bundled()
-        engines = EngineRegistry.discover()
+        engines = engines or EngineRegistry.discover()
         limit = settings.memory_limit
         models = ModelManager(settings, store, engines,
                               fit_check=functools.partial(fit_check, memory_limit=limit),
                               choose_ctx=functools.partial(choose_context, memory_limit=limit))
-        return cls(settings, store, engines, models, KnowledgeBaseService(settings, store, models))
+        observers = Observers()
+        embeddings = EmbeddingService(store, models, observers)
+        kb = KnowledgeBaseService(settings, store, embeddings)
+        generation = GenerationService(store, models, kb, embeddings, observers)
+        return cls(settings, store, engines, models, kb, generation)
 
     def create_model(
         self,

@@ -9,9 +9,11 @@ from typing import Any
 import click
 
 from bendi.cli.common import services
+from bendi.core.context import RequestContext
+from bendi.core.generation import GenerationService
 from bendi.errors import BendiError, InvalidRequest
 from bendi.runtime.manager import Loaded
-from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, SamplingParams, TextDelta
+from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta
 
 HELP = """Commands:
   /set system <text>        set the system prompt
@@ -28,17 +30,19 @@ _SETTABLE: dict[str, type] = {
 
 
 class ChatSession:
-    """A conversation with one loaded model: history, settings, and streaming to the terminal."""
+    """A conversation with one model: history, settings, and streaming to the terminal."""
 
-    def __init__(self, loaded: Loaded, options: dict[str, Any], system: str | None,
-                 hide_thinking: bool, verbose: bool) -> None:
+    def __init__(self, generation: GenerationService, loaded: Loaded, options: dict[str, Any],
+                 system: str | None, hide_thinking: bool, verbose: bool) -> None:
+        self.generation = generation
         self.loaded = loaded
-        self.options = dict(loaded.record.parameters)
-        self.options.update({k: v for k, v in options.items() if v is not None})
+        #: what the user set (command line, /set); the model's defaults fill in the rest
+        self.options = {k: v for k, v in options.items() if v is not None}
         self.system = system
         self.hide_thinking = hide_thinking
         self.verbose = verbose
         self.history: list[dict[str, str]] = []
+        self.context = RequestContext.local("cli run")
 
     def request(self) -> ChatRequest:
         messages = list(self.history)
@@ -47,9 +51,10 @@ class ChatSession:
         return ChatRequest(
             model=self.loaded.name,
             messages=messages,
-            sampling=SamplingParams.from_mapping(self.options),
+            options={k: v for k, v in self.options.items() if k != "max_tokens"},
             max_tokens=self.options.get("max_tokens"),
             think=False if self.hide_thinking else None,
+            num_ctx=self.loaded.ctx,
         )
 
     def ask(self, prompt: str) -> str:
@@ -58,7 +63,11 @@ class ChatSession:
         answer: list[str] = []
         thinking = False
         done: Done | None = None
-        events = self.loaded.model.generate(self.request())
+        try:
+            events = self.generation.generate(self.request(), self.context).events
+        except BendiError:
+            self.history.pop()
+            raise
         try:
             for event in events:
                 if isinstance(event, ReasoningDelta):
@@ -75,13 +84,13 @@ class ChatSession:
                 elif isinstance(event, Done):
                     done = event
         except KeyboardInterrupt:
-            events.close()
+            events.close()  # type: ignore[attr-defined]
             click.echo(click.style("\n[stopped]", dim=True))
         except BendiError:
             self.history.pop()
             raise
         finally:
-            events.close()
+            events.close()  # type: ignore[attr-defined]
         click.echo("")
         text = "".join(answer)
         self.history.append({"role": "assistant", "content": text})
@@ -107,7 +116,8 @@ class ChatSession:
         elif head == "/show":
             click.echo(f"model: {self.loaded.name}  context: {self.loaded.ctx}")
             click.echo(f"system: {self.system or '(model default)'}")
-            click.echo("options: " + (" ".join(f"{k}={v}" for k, v in self.options.items()) or "(defaults)"))
+            shown = {**self.loaded.record.parameters, **self.options}
+            click.echo("options: " + (" ".join(f"{k}={v}" for k, v in shown.items()) or "(defaults)"))
         elif head == "/set" and len(parts) >= 2:
             self._set(parts[1].lower(), parts[2] if len(parts) > 2 else "")
         else:
@@ -183,10 +193,11 @@ def run(ctx: click.Context, model: str, prompt: str | None, system: str | None, 
     if prompt is None and not interactive_mode and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip() or None
     # one conversation: no need for batch slots
-    loaded = services(ctx, slots=1, force=True if force else None).models.acquire(model, ctx=ctx_len)
+    generation = services(ctx, slots=1, force=True if force else None).generation
+    loaded = generation.load(model, ctx=ctx_len)  # fail here, before the chat starts
     options = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
                "repeat_penalty": repeat_penalty, "seed": seed, "max_tokens": max_tokens}
-    session = ChatSession(loaded, options, system, hide_thinking, verbose)
+    session = ChatSession(generation, loaded, options, system, hide_thinking, verbose)
     if prompt is not None:
         session.ask(prompt)
         return

@@ -10,11 +10,13 @@ from typing import Any
 import click
 
 from bendi.cli.common import echo_json, human_age, human_bytes, services, table
+from bendi.core.collect import Collector
+from bendi.core.context import RequestContext
 from bendi.errors import InvalidRequest
 from bendi.kb.answer import citations
 from bendi.kb.retrieval import Hit
 from bendi.kb.service import AddResult, expand_paths
-from bendi.runtime.types import Done, ReasoningDelta, SamplingParams, TextDelta
+from bendi.runtime.types import ReasoningDelta, TextDelta
 
 
 @click.group("kb")
@@ -175,18 +177,14 @@ def search_cmd(ctx: click.Context, name: str, query: str | None, queries_file: A
 def ask(ctx: click.Context, name: str, question: str, model: str, top_k: int | None, max_tokens: int,
         temperature: float, hide_thinking: bool, as_json: bool) -> None:
     """Answer from the knowledge base, citing sources as [1] [2]."""
-    svc = services(ctx)
-    svc.store.ensure_bundled()
-    sampling = SamplingParams(temperature=temperature)
-    answer = svc.kb.answer(name, question, model=model, top_k=top_k, max_tokens=max_tokens, sampling=sampling,
-                           think=False if hide_thinking else None)
-    text: list[str] = []
-    reasoning: list[str] = []
-    done: Done | None = None
+    run = services(ctx).generation.ask_blocking(
+        name, RequestContext.local("cli kb ask"), question=question, model=model, top_k=top_k,
+        max_tokens=max_tokens, options={"temperature": temperature}, think=False if hide_thinking else None)
+    collector = Collector()
     thinking = False
-    for event in answer.events:
+    for event in run.events:
+        collector.add(event)
         if isinstance(event, ReasoningDelta):
-            reasoning.append(event.text)
             if not as_json:
                 if not thinking:
                     click.echo(click.style("Thinking...", dim=True))
@@ -196,24 +194,22 @@ def ask(ctx: click.Context, name: str, question: str, model: str, top_k: int | N
             if thinking and not as_json:
                 click.echo(click.style("\n...done thinking.\n", dim=True))
                 thinking = False
-            text.append(event.text)
             if not as_json:
                 click.echo(event.text, nl=False)
-        elif isinstance(event, Done):
-            done = event
-    full = "".join(text)
-    cited = citations(full, len(answer.sources))
+    result = collector.result()
+    cited = citations(result.text, len(run.sources))
     if as_json:
-        echo_json({"question": answer.question, "answer": full, "reasoning": "".join(reasoning) or None,
-                   "model": answer.model, "found": bool(answer.sources), "citations": cited,
-                   "sources": [dict(h.to_dict(), number=i) for i, h in enumerate(answer.sources, 1)],
-                   "finish_reason": done.finish_reason if done else None})
+        echo_json({"question": run.question, "answer": result.text, "reasoning": result.reasoning or None,
+                   "model": run.model if run.sources else None, "found": bool(run.sources),
+                   "citations": cited,
+                   "sources": [dict(h.to_dict(), number=i) for i, h in enumerate(run.sources, 1)],
+                   "finish_reason": result.done.finish_reason})
         return
     click.echo()
-    if answer.sources:
+    if run.sources:
         click.echo()
         click.echo("Sources:")
-        for i, h in enumerate(answer.sources, 1):
+        for i, h in enumerate(run.sources, 1):
             marker = "*" if i in cited else " "
             click.echo(f" {marker}[{i}] {h.location()}")
         if not cited:

@@ -1,30 +1,37 @@
 """Which embedder a knowledge base uses: the bundled sentence model, or a GGUF embedding model
-from the store run through the model manager."""
+from the store. Vectors come from the embedding service (bendi.core), which owns the bundled
+model and loads store models through the one acquire/release path."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from typing import Protocol
 
-from bendi.kb.embed import BUNDLED_ALIASES, BUNDLED_EMBED, Embedder, GGUFEmbedder, MiniLMEmbedder
-from bendi.runtime.manager import ModelManager
+from bendi.kb.embed import BUNDLED_EMBED, Embedder, GGUFEmbedder, MiniLMEmbedder
 from bendi.store import ModelStore
 
 
-class Embedders:
-    """Makes embedders by name; the bundled model is loaded once and shared."""
+class Vectors(Protocol):
+    vectors: list[list[float]]
+    tokens: int
 
-    def __init__(self, store: ModelStore, models: ModelManager) -> None:
+
+class VectorSource(Protocol):
+    """Where vectors come from (bendi.core.embeddings.EmbeddingService)."""
+
+    def bundled(self) -> MiniLMEmbedder: ...
+
+    def vectors(self, model: str, texts: list[str], *, keep_alive: float | None = None) -> Vectors: ...
+
+
+class Embedders:
+    """Makes embedders by name."""
+
+    def __init__(self, store: ModelStore, source: VectorSource) -> None:
         self.store = store
-        self.models = models
-        self._lock = threading.Lock()
-        self._minilm: MiniLMEmbedder | None = None
+        self.source = source
 
     def bundled(self) -> MiniLMEmbedder:
-        with self._lock:
-            if self._minilm is None:
-                self._minilm = MiniLMEmbedder()
-            return self._minilm
+        return self.source.bundled()
 
     def named(self, embed: str) -> Embedder:
         """The embedder called `embed`: the bundled model or a store model (ModelNotFound if absent)."""
@@ -34,17 +41,8 @@ class Embedders:
         model_name = str(record.name)
 
         def run(texts: list[str]) -> tuple[list[list[float]], int]:
-            loaded = self.models.acquire(model_name)
-            try:
-                return loaded.model.embed(texts)
-            finally:
-                self.models.release(loaded)
+            result = self.source.vectors(model_name, texts)
+            return result.vectors, result.tokens
 
         dim = int(record.details.get("embedding_length") or 0)
         return GGUFEmbedder(model_name, run, dim)
-
-    def for_model(self, model: str) -> Callable[[list[str]], tuple[list[list[float]], int]] | None:
-        """For /v1/embeddings: the bundled model when `model` names it, else None (use the store)."""
-        if model in BUNDLED_ALIASES:
-            return self.bundled().embed_with_tokens
-        return None

@@ -2,7 +2,8 @@
 
 A thin facade over the rooms that do the work: registry.py (which knowledge bases exist, their
 settings and index files), embedders.py (which embedder each uses), ingest.py (adding documents),
-retrieval.py (search) and answering.py (cited answers).
+retrieval.py (search) and answering.py (the sources and the request for a cited answer; the
+generation service in bendi.core runs it).
 """
 
 from __future__ import annotations
@@ -13,31 +14,29 @@ from typing import Any
 
 from bendi.config import Settings
 from bendi.errors import Conflict, NotFound
-from bendi.kb.answering import Answer, Answerer, AsyncAnswer
+from bendi.kb import answering
+from bendi.kb.answer import not_found_text
+from bendi.kb.answering import Retrieved
 from bendi.kb.embed import BUNDLED_ALIASES, BUNDLED_EMBED, Embedder, MiniLMEmbedder
-from bendi.kb.embedders import Embedders
+from bendi.kb.embedders import Embedders, VectorSource
 from bendi.kb.index import DocumentRow, KnowledgeBaseIndex
 from bendi.kb.ingest import AddResult, Ingester, expand_paths
 from bendi.kb.registry import KnowledgeBaseRegistry, check_name
 from bendi.kb.retrieval import RetrievalSettings, SearchResult, search
-from bendi.runtime.manager import ModelManager
-from bendi.runtime.types import SamplingParams
 from bendi.store import ModelStore
 
-__all__ = ["AddResult", "Answer", "AsyncAnswer", "KnowledgeBaseService", "expand_paths"]
+__all__ = ["AddResult", "KnowledgeBaseService", "Retrieved", "expand_paths"]
 
 
 class KnowledgeBaseService:
     """Knowledge bases under BENDI_HOME/kb, registered in bendi.db."""
 
-    def __init__(self, settings: Settings, store: ModelStore, models: ModelManager) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, vectors: VectorSource) -> None:
         self.settings = settings
         self.store = store
-        self.models = models
         self.registry = KnowledgeBaseRegistry(settings)
-        self.embedders = Embedders(store, models)
+        self.embedders = Embedders(store, vectors)
         self.ingester = Ingester(self.registry, self.embedders)
-        self.answerer = Answerer(self.registry, models, self.search)
 
     # -- registry ------------------------------------------------------------------------------
 
@@ -91,10 +90,6 @@ class KnowledgeBaseService:
     def embedder(self, name: str) -> Embedder:
         return self.ingester.embedder(name)
 
-    def embedder_for_model(self, model: str) -> Callable[[list[str]], tuple[list[list[float]], int]] | None:
-        """For /v1/embeddings: the bundled model when `model` names it, else None (use the store)."""
-        return self.embedders.for_model(model)
-
     # -- documents -----------------------------------------------------------------------------
 
     def documents(self, name: str) -> dict[str, Any]:
@@ -133,21 +128,15 @@ class KnowledgeBaseService:
         settings = self.retrieval_settings(name, **overrides)
         return search(self.index(name), self.embedder(name), query, settings, include_all=include_all)
 
-    def answer(self, name: str, question: str | None = None, *, messages: list[dict[str, Any]] | None = None,
-               model: str, sampling: SamplingParams | None = None, max_tokens: int | None = None,
-               top_k: int | None = None, not_found: str | None = None, think: bool | None = None) -> Answer:
-        """Retrieve, then stream an answer that cites the sources as [n]; nothing relevant -> not found."""
-        return self.answerer.answer(name, question, messages=messages, model=model, sampling=sampling,
-                                    max_tokens=max_tokens, top_k=top_k, not_found=not_found, think=think)
+    def retrieve(self, name: str, question: str | None = None, *,
+                 messages: list[dict[str, Any]] | None = None, top_k: int | None = None) -> Retrieved:
+        """The sources for a question (or a chat's last user turn), above the threshold."""
+        return answering.retrieve(self.search, name, question, messages, top_k)
 
-    async def aanswer(self, name: str, question: str | None = None, *, messages: list[dict[str, Any]] | None = None,
-                      model: str, sampling: SamplingParams | None = None, max_tokens: int | None = None,
-                      top_k: int | None = None, not_found: str | None = None,
-                      think: bool | None = None) -> AsyncAnswer:
-        """`answer` for the server: retrieval and loading run in threads, events come async."""
-        return await self.answerer.aanswer(name, question, messages=messages, model=model, sampling=sampling,
-                                           max_tokens=max_tokens, top_k=top_k, not_found=not_found,
-                                           think=think)
+    def not_found_text(self, name: str, question: str, configured: str | None = None) -> str:
+        """The explicit not-found answer: `configured`, the knowledge base's own, or the default
+        in the question's language."""
+        return not_found_text(question, configured or self.registry.stored_settings(name).get("not_found_text"))
 
     def close(self) -> None:
         self.registry.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bendi.config import Settings
 from bendi.errors import BendiError, InvalidRequest
-from bendi.runtime.engine import EngineOptions, EngineRegistry, LoadedModel
+from bendi.runtime.engine import EngineRegistry, LoadedModel, LoadOptions
 from bendi.store import ModelRecord, ModelStore
 
 log = logging.getLogger(__name__)
@@ -118,17 +118,7 @@ class ModelManager:
             self._make_room()
             engine = self.engines.for_record(record)
             started = time.monotonic()
-            model = engine.load(
-                record,
-                EngineOptions(
-                    ctx=want_ctx,
-                    slots=self.settings.slots,
-                    batch_tokens=self.settings.batch_tokens,
-                    threads=self.settings.threads,
-                    gpu_layers=self.settings.gpu_layers,
-                    queue_size=self.settings.queue_size,
-                ),
-            )
+            model = engine.load(record, self.load_options(record, want_ctx))
             log.info("loaded %s in %.2fs", key, time.monotonic() - started)
             now = time.monotonic()
             loaded = Loaded(record, model, model.n_ctx_seq, now, now, None)
@@ -136,6 +126,19 @@ class ModelManager:
             with self._lock:
                 self._loaded[key] = loaded
             return loaded
+
+    def load_options(self, record: ModelRecord, ctx: int) -> LoadOptions:
+        """The options `record` is loaded with: sizes from the settings, the template from its
+        manifest."""
+        return LoadOptions(
+            ctx=ctx,
+            slots=self.settings.slots,
+            batch_tokens=self.settings.batch_tokens,
+            threads=self.settings.threads,
+            gpu_layers=self.settings.gpu_layers,
+            queue_size=self.settings.queue_size,
+            template=record.manifest.get("template"),
+        )
 
     def _default_ctx(self, record: ModelRecord) -> int:
         if self.settings.ctx:
@@ -188,9 +191,7 @@ class ModelManager:
     def abort_all(self, error: BendiError) -> None:
         """End every in-flight request on every loaded model with `error`."""
         for loaded in self.loaded():
-            abort = getattr(loaded.model, "abort", None)
-            if abort is not None:
-                abort(error)
+            loaded.model.abort(error)
 
     def loaded(self) -> list[Loaded]:
         with self._lock:

@@ -62,7 +62,7 @@ def estimated_size(source: GGUFInfo, target: str) -> int:
 
 def quantize_file(source: GGUFInfo, dest: Path, target: str, *, threads: int = 0) -> None:
     """Write `source` quantized to `target` at `dest` (which the caller cleans up on failure)."""
-    from bendi.runtime.llama import init_backend  # silences llama.cpp's per-tensor log
+    from bendi.runtime.llama.backend import init_backend  # silences llama.cpp's per-tensor log
 
     need = estimated_size(source, target)
     free = shutil.disk_usage(dest.parent).free

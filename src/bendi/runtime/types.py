@@ -1,6 +1,8 @@
 """The one internal request shape and the one stream of events out of the runtime.
 
-The OpenAI and Ollama dialects only translate to and from these types.
+A generation yields text deltas, reasoning deltas and tool calls, then exactly one Done (usage,
+finish reason, timings); an error ends the stream by raising a bendi error instead. The OpenAI and
+Ollama dialects only translate to and from these types.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
 
 
 @dataclass
@@ -48,10 +50,16 @@ class ChatRequest:
     #: None: reasoning is split off and reported; False: reasoning is split off and dropped
     think: bool | None = None
     tools: list[dict[str, Any]] | None = None
-    #: prepend the model's default system prompt when the messages carry none
+    #: "auto", "none", "required" or {"type": "function", "function": {"name": ...}}; None: auto
+    tool_choice: str | dict[str, Any] | None = None
+    #: prepend the model's default system prompt when the messages carry none (the generation
+    #: service does, when it applies the model's defaults)
     use_default_system: bool = True
     #: context length wanted for this request's model (Ollama num_ctx); None: model default
     num_ctx: int | None = None
+    #: sampling values the caller set (None: not set); the generation service lays them over the
+    #: model's default parameters into `sampling` (engines read only `sampling`)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +94,16 @@ class ReasoningDelta:
 
 
 @dataclass
+class ToolCall:
+    """One tool call the model made; `arguments` is JSON text. Parallel calls differ in `index`."""
+
+    id: str
+    name: str
+    arguments: str
+    index: int = 0
+
+
+@dataclass
 class Done:
     finish_reason: FinishReason
     usage: Usage
@@ -96,4 +114,4 @@ class Done:
     total_seconds: float = 0.0
 
 
-Event = TextDelta | ReasoningDelta | Done
+Event = TextDelta | ReasoningDelta | ToolCall | Done

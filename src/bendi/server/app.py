@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -15,8 +14,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from bendi import __version__
 from bendi.config import Settings
-from bendi.errors import KnowledgeBaseNotFound
 from bendi.server.errors import install_error_handlers
+from bendi.server.kb_routes import router as kb_router
 from bendi.server.metrics import Metrics
 from bendi.server.ollama.router import router as ollama_router
 from bendi.server.openai.router import router as openai_router
@@ -28,8 +27,6 @@ log = logging.getLogger(__name__)
 #: how often idle models are checked against their keep-alive
 REAP_INTERVAL = 1.0
 
-Embedder = Callable[[list[str]], tuple[list[list[float]], int]]
-
 
 def create_app(settings: Settings, services: Services | None = None,
                on_startup: Callable[[Services], None] | None = None) -> FastAPI:
@@ -37,7 +34,6 @@ def create_app(settings: Settings, services: Services | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = app.state.services
         if on_startup is not None:
             await asyncio.to_thread(on_startup, svc)
         reaper = asyncio.create_task(_reap(svc))
@@ -49,31 +45,32 @@ def create_app(settings: Settings, services: Services | None = None,
             await asyncio.to_thread(svc.close)
 
     app = FastAPI(title="bendi", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.state.services = services or Services.build(settings)
-    app.state.metrics = Metrics(lambda: app.state.services.models)
-    app.state.embedder_for = lambda model: _embedder_for(app.state.services, model)
-    app.state.kb_chat = _kb_chat_unavailable
+    svc = services or Services.build(settings)
+    metrics = Metrics(lambda: svc.models)
+    svc.generation.observers.add(metrics)
+    app.state.services = svc
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(ollama_router)
-    _install_kb(app)
+    app.include_router(kb_router)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        app.state.metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.requests.labels(path, str(response.status_code)).inc()
         return response
 
     @app.get("/health")
     async def health() -> Any:
         return {"status": "ok", "version": __version__,
-                "models_loaded": [m.name for m in app.state.services.models.loaded()]}
+                "models_loaded": [m.name for m in svc.models.loaded()]}
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+    async def render_metrics() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/ui")
     async def web_ui() -> Response:
@@ -97,26 +94,3 @@ async def _reap(services: Services) -> None:
             await asyncio.to_thread(services.models.unload_expired)
         except Exception:  # noqa: BLE001 - the reaper must keep running
             log.exception("unloading idle models failed")
-
-
-def _embedder_for(services: Services, model: str) -> Embedder | None:
-    """The bundled sentence embedder when `model` names it; None for models in the store."""
-    kb = getattr(services, "kb", None)
-    find = getattr(kb, "embedder_for_model", None)
-    return find(model) if find is not None else None
-
-
-async def _kb_chat_unavailable(request: Request, body: Any, name: str) -> Any:
-    raise KnowledgeBaseNotFound(f"knowledge base {name!r} not found")
-
-
-def _install_kb(app: FastAPI) -> None:
-    """Knowledge-base routes, when the knowledge-base package provides them."""
-    try:
-        kb_routes = importlib.import_module("bendi.server.kb_routes")
-    except ImportError:
-        return
-    app.include_router(kb_routes.router)
-    kb_chat = getattr(kb_routes, "openai_kb_chat", None)
-    if kb_chat is not None:
-        app.state.kb_chat = kb_chat

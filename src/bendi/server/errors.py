@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bendi.errors import BendiError, InvalidRequest, NotFound
+from bendi.errors import BendiError, HTTPError, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             err = NotFound(f"no route {request.method} {request.url.path}")
         else:
-            err = BendiError(str(exc.detail))
-            err.status = exc.status_code
-            err.code = "http_error"
-            err.kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+            err = HTTPError(exc.status_code, str(exc.detail))
         return error_response(request, err)
 
     @app.exception_handler(Exception)

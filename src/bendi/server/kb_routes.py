@@ -1,34 +1,33 @@
-"""Knowledge-base routes (/kb/...) and the OpenAI chat against a knowledge base (model "kb:<name>").
+"""Knowledge-base routes (/kb/...): create, documents, search, and answers with citations.
 
-Errors are bendi errors, mapped by class by the app's handlers (OpenAI error shape: these paths
-are outside /api/).
+The OpenAI chat against a knowledge base (model "kb:<name>") is in the OpenAI router; both answer
+through the generation service. Errors are bendi errors, mapped by class by the app's handlers
+(OpenAI error shape: these paths are outside /api/).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
-import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from bendi.core.collect import Collector, acollect
+from bendi.core.generation import DEFAULT_ANSWER_MODEL, Run
 from bendi.errors import BendiError, InvalidRequest
 from bendi.kb.answer import citations
-from bendi.kb.service import AsyncAnswer, KnowledgeBaseService
-from bendi.runtime.types import Done, ReasoningDelta, SamplingParams, TextDelta
+from bendi.kb.service import KnowledgeBaseService
+from bendi.runtime.types import Done, ReasoningDelta, TextDelta
 from bendi.server.body import parse_body
 from bendi.server.errors import openai_error_body
+from bendi.server.http import caller, ndjson, ndjson_response, services
 
 router = APIRouter(prefix="/kb", tags=["knowledge bases"])
-
-DEFAULT_MODEL = "smollm2:135m"
 
 
 class CreateBody(BaseModel):
@@ -47,7 +46,7 @@ class SearchBody(BaseModel):
 class AskBody(BaseModel):
     question: str | None = None
     messages: list[dict[str, Any]] | None = None
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_ANSWER_MODEL
     stream: bool = True
     top_k: int | None = Field(None, ge=1, le=20)
     max_tokens: int | None = Field(None, ge=1)
@@ -56,7 +55,7 @@ class AskBody(BaseModel):
 
 
 def _kb(request: Request) -> KnowledgeBaseService:
-    return request.app.state.services.kb  # type: ignore[no-any-return]
+    return services(request).kb
 
 
 @router.post("")
@@ -125,8 +124,8 @@ async def search_kb(request: Request, name: str) -> Any:
     return result.to_dict()
 
 
-def _sources(answer: AsyncAnswer) -> list[dict[str, Any]]:
-    return [{"number": i, **h.to_dict()} for i, h in enumerate(answer.sources, 1)]
+def _sources(run: Run) -> list[dict[str, Any]]:
+    return [{"number": i, **h.to_dict()} for i, h in enumerate(run.sources, 1)]
 
 
 @router.post("/{name}/ask")
@@ -134,104 +133,39 @@ async def ask_kb(request: Request, name: str) -> Any:
     """Answer with citations. stream=true (default): NDJSON lines {"type": "sources"|"reasoning"|
     "text"|"done"|"error", ...}; stream=false: one JSON object."""
     body = await parse_body(request, AskBody)
-    sampling = SamplingParams(temperature=body.temperature) if body.temperature is not None else None
-    answer = await _kb(request).aanswer(name, body.question, messages=body.messages, model=body.model,
-                                        sampling=sampling, max_tokens=body.max_tokens, top_k=body.top_k,
-                                        think=body.think)
+    run = await services(request).generation.ask(
+        name, caller(request), question=body.question, messages=body.messages, model=body.model,
+        options={"temperature": body.temperature}, max_tokens=body.max_tokens, top_k=body.top_k,
+        think=body.think)
     if body.stream:
-        return StreamingResponse(_ndjson(answer), media_type="application/x-ndjson")
-    text: list[str] = []
-    reasoning: list[str] = []
-    done: Done | None = None
-    async for event in answer.events:
+        return ndjson_response(_lines(run), _error_line)
+    result = await acollect(run.events)
+    return {"question": run.question, "answer": result.text, "reasoning": result.reasoning or None,
+            "model": _model(run), "found": bool(run.sources), "sources": _sources(run),
+            "citations": citations(result.text, len(run.sources)),
+            "finish_reason": result.done.finish_reason}
+
+
+def _model(run: Run) -> str | None:
+    return run.model if run.sources else None  # None: nothing was found, no model answered
+
+
+async def _lines(run: Run) -> AsyncIterator[bytes]:
+    yield ndjson({"type": "sources", "question": run.question, "found": bool(run.sources),
+                  "model": _model(run), "sources": _sources(run)})
+    collector = Collector()
+    async for event in run.events:
+        collector.add(event)
         if isinstance(event, TextDelta):
-            text.append(event.text)
+            yield ndjson({"type": "text", "text": event.text})
         elif isinstance(event, ReasoningDelta):
-            reasoning.append(event.text)
+            yield ndjson({"type": "reasoning", "text": event.text})
         elif isinstance(event, Done):
-            done = event
-    full = "".join(text)
-    return {"question": answer.question, "answer": full, "reasoning": "".join(reasoning) or None,
-            "model": answer.model, "found": bool(answer.sources), "sources": _sources(answer),
-            "citations": citations(full, len(answer.sources)),
-            "finish_reason": done.finish_reason if done else None}
+            yield ndjson({"type": "done", "finish_reason": event.finish_reason,
+                          "citations": citations(collector.text, len(run.sources)),
+                          "usage": {"prompt_tokens": event.usage.prompt_tokens,
+                                    "completion_tokens": event.usage.completion_tokens}})
 
 
-async def _ndjson(answer: AsyncAnswer) -> AsyncIterator[bytes]:
-    def line(obj: dict[str, Any]) -> bytes:
-        return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
-
-    yield line({"type": "sources", "question": answer.question, "found": bool(answer.sources),
-                "model": answer.model, "sources": _sources(answer)})
-    text: list[str] = []
-    try:
-        async for event in answer.events:
-            if isinstance(event, TextDelta):
-                text.append(event.text)
-                yield line({"type": "text", "text": event.text})
-            elif isinstance(event, ReasoningDelta):
-                yield line({"type": "reasoning", "text": event.text})
-            elif isinstance(event, Done):
-                yield line({"type": "done", "finish_reason": event.finish_reason,
-                            "citations": citations("".join(text), len(answer.sources)),
-                            "usage": {"prompt_tokens": event.usage.prompt_tokens,
-                                      "completion_tokens": event.usage.completion_tokens}})
-    except BendiError as exc:
-        yield line({"type": "error", **openai_error_body(exc)})
-
-
-async def openai_kb_chat(request: Request, body: Any, name: str) -> Any:
-    """POST /v1/chat/completions with model "kb:<name>" (or knowledge_base=<name>): retrieval, then
-    the answer in OpenAI's shape, with the sources in an extra top-level "sources" field. The chat
-    model is `body.model` unless that is the "kb:" alias, then the bundled model."""
-    from bendi.server.generation import Run, collect, sampling_for
-    from bendi.server.openai import serving
-
-    state = request.app.state
-    kb: KnowledgeBaseService = state.services.kb
-    chat_model = DEFAULT_MODEL if body.model.startswith("kb:") else body.model
-    messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    sampling = None
-    if state.services.store.exists(chat_model):
-        sampling = sampling_for(state.services.store.get(chat_model).parameters, body.sampling_overrides())
-    answer = await kb.aanswer(name, None, messages=messages, model=chat_model, sampling=sampling,
-                              max_tokens=max_tokens)
-    extra = {"sources": _sources(answer)}
-    if answer.model is None:
-        return await _not_found_response(answer, body, extra)
-    run = Run(answer.loaded, 0.0, answer.events)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(serving.chat_stream(run, include_usage, extra), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return JSONResponse(serving.chat_response(run, await collect(run.events), extra))
-
-
-async def _not_found_response(answer: AsyncAnswer, body: Any, extra: dict[str, Any]) -> Any:
-    """The explicit not-found answer in OpenAI's shape; no model was loaded or called."""
-    text = ""
-    async for event in answer.events:
-        if isinstance(event, TextDelta):
-            text += event.text
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": body.model}
-    if not body.stream:
-        return JSONResponse({**base, "object": "chat.completion", **extra,
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                          "logprobs": None, "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
-
-    async def events() -> AsyncIterator[bytes]:
-        def sse(obj: Any) -> bytes:
-            return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n".encode()
-
-        chunk = {**base, "object": "chat.completion.chunk"}
-        yield sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                         "logprobs": None, "finish_reason": None}]})
-        yield sse({**chunk, "choices": [], **extra})
-        yield sse({**chunk, "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None,
-                                         "finish_reason": None}]})
-        yield sse({**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
-        yield sse("[DONE]")
-
-    return StreamingResponse(events(), media_type="text/event-stream")
+def _error_line(exc: BendiError) -> bytes:
+    return ndjson({"type": "error", **openai_error_body(exc)})

@@ -1,4 +1,7 @@
-"""Prometheus metrics, one registry per app (no process globals)."""
+"""Prometheus metrics, one registry per app (no process globals).
+
+Token counts and latencies come from the generation service's observer hook (every generation,
+knowledge-base answers included); loaded models and queues are read when scraped."""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bendi.core.observe import Admission, GenerationRecord
 from bendi.runtime.manager import ModelManager
-from bendi.runtime.types import Done
 
 
 class _ModelsCollector(Collector):
@@ -27,7 +30,7 @@ class _ModelsCollector(Collector):
         for item in manager.loaded() if manager else []:
             loaded.add_metric([item.name], 1)
             busy.add_metric([item.name], item.model.busy)
-            queued.add_metric([item.name], getattr(item.model, "queued", 0))
+            queued.add_metric([item.name], item.model.queued)
         yield loaded
         yield busy
         yield queued
@@ -52,7 +55,18 @@ class Metrics:
         r.register(_ModelsCollector(manager))
         self._manager = manager
 
-    def observe(self, model: str, done: Done) -> None:
+    # -- the observer hook (bendi.core.observe) ------------------------------------------------
+
+    wants_text = False
+
+    def admit(self, admission: Admission) -> None:
+        return None  # metrics refuse nothing
+
+    def record(self, record: GenerationRecord) -> None:
+        """Count a finished generation's tokens and times (embeddings are not counted here)."""
+        done, model = record.done, record.model
+        if done is None or model is None or record.kind == "embedding":
+            return
         self.prompt_tokens.labels(model).inc(done.usage.prompt_tokens)
         self.output_tokens.labels(model).inc(done.usage.completion_tokens)
         if done.usage.completion_tokens:

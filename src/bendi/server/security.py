@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bendi.errors import AuthenticationError, BendiError, InvalidRequest
+from bendi.errors import AuthenticationError, BendiError, InvalidRequest, RequestTooLarge
 from bendi.server.errors import error_body
 
 #: the web page itself holds nothing secret; it asks for the key and sends it with each call
@@ -48,26 +48,44 @@ class Guard:
             return
         path = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.api_key and path not in OPEN_PATHS and not self._authorised(headers):
-            await _send_error(send, path, AuthenticationError(
-                "missing or wrong API key: send 'Authorization: Bearer <key>'"))
-            return
+        if self.api_key and path not in OPEN_PATHS:
+            if not self._authorised(headers):
+                await _send_error(send, path, AuthenticationError(
+                    "missing or wrong API key: send 'Authorization: Bearer <key>'"))
+                return
+            # who is asking, for the generation service's observers (see server/http.caller)
+            state = scope.setdefault("state", {})
+            state["principal"], state["api_key_id"] = "api-key", "default"
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _send_error(send, path, _too_large(self.max_body))
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_body:
+                await _send_error(send, path, _too_large(self.max_body))
+                return
+            await self.app(scope, receive, send)  # the HTTP parser holds the body to its length
             return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        # No length (chunked transfer): read the body here, up to the limit, and hand it on whole.
+        # Refusing from inside the app's receive would surface as a crash in the middle of the
+        # app instead of a 413.
+        body, more = bytearray(), True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _too_large(self.max_body)
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.max_body:
+                await _send_error(send, path, _too_large(self.max_body))
+                return
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         auth = headers.get("authorization", "")
@@ -76,9 +94,7 @@ class Guard:
 
 
 def _too_large(limit: int) -> BendiError:
-    err = InvalidRequest(f"request body larger than {limit} bytes")
-    err.status, err.code = 413, "request_too_large"
-    return err
+    return RequestTooLarge(f"request body larger than {limit} bytes")
 
 
 async def _send_error(send: Send, path: str, exc: BendiError) -> None:

@@ -13,9 +13,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import llama_cpp
 
@@ -27,6 +25,7 @@ from bendi.errors import (
     InvalidRequest,
     TemplateError,
 )
+from bendi.runtime.engine import Capabilities, LoadOptions
 from bendi.runtime.llama.backend import default_threads, init_backend
 from bendi.runtime.llama.embedding import EmbeddingContext
 from bendi.runtime.llama.sampling import make_sampler
@@ -39,29 +38,11 @@ from bendi.runtime.threads import ThreadTuner
 from bendi.runtime.types import ChatRequest, Done, Event
 
 
-@dataclass
-class LoadOptions:
-    """How to load a model into the llama.cpp engine."""
-
-    ctx: int = 4096  # context per sequence slot
-    slots: int = 8
-    batch_tokens: int = 512
-    threads: int | None = None
-    gpu_layers: int = 0
-    queue_size: int = 64
-    #: None lets llama.cpp decide (flash attention where the backend has it); False/True force it
-    flash_attn: bool | None = None
-    #: reuse a slot's KV cells when a new prompt starts with the tokens it already holds
-    prompt_cache: bool = True
-    template: str | None = None  # overrides the GGUF chat template
-    system: str | None = None  # default system prompt
-    parameters: dict[str, Any] = field(default_factory=dict)  # default sampling parameters
-
-
 class LlamaModel:
     """A GGUF model loaded into llama.cpp, serving many concurrent requests."""
 
     engine_name = "llama.cpp"
+    capabilities = Capabilities(embeddings=True, grammar=True, logprobs=True, tool_calls=False)
 
     def __init__(self, path: str | Path, options: LoadOptions | None = None, name: str = "") -> None:
         init_backend()
@@ -151,9 +132,6 @@ class LlamaModel:
             msg = dict(m)
             msg["content"] = flatten_content(msg.get("content"))
             messages.append(msg)
-        system = self.options.system
-        if system and request.use_default_system and not any(m.get("role") == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": system})
         return self.template.render(messages, tools=request.tools)
 
     def prompt_tokens(self, prompt: str) -> list[int]:

@@ -10,67 +10,58 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from bendi import __version__
+from bendi.core.collect import acollect
 from bendi.errors import InvalidRequest, NotAvailableOffline, UnsupportedParameter
 from bendi.runtime.manager import parse_keep_alive
 from bendi.server.body import parse_body
-from bendi.server.generation import acquire, collect, start
+from bendi.server.http import NDJSON_MEDIA, caller, ndjson, ndjson_response, services
 from bendi.server.ollama import protocol as p
 from bendi.server.ollama import serving
-from bendi.server.openai.router import embed_texts
 
 router = APIRouter(prefix="/api")
 
 #: Desktop clients gate features on the Ollama version they see; this is the API level bendi speaks.
 OLLAMA_API_VERSION = "0.12.0"
-NDJSON = "application/x-ndjson"
 
 
-def _state(request: Request) -> Any:
-    return request.app.state
-
-
-def _keep_alive(state: Any, value: Any) -> float:
-    return parse_keep_alive(value, state.services.settings.keep_alive)
+def _keep_alive(request: Request, value: Any) -> float:
+    return parse_keep_alive(value, services(request).settings.keep_alive)
 
 
 @router.post("/chat")
 async def chat(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, p.ChatRequest)
-    keep_alive = _keep_alive(state, body.keep_alive)
+    keep_alive = _keep_alive(request, body.keep_alive)
     if not body.messages:  # Ollama: an empty chat loads (or with keep_alive 0 unloads) the model
-        return await _load_or_unload(state, body.model, keep_alive, body.options.num_ctx, chat=True)
-    record = state.services.store.get(body.model)
-    run = await start(state.services, state.metrics, serving.to_chat_request(body, record),
-                      ctx=body.options.num_ctx, keep_alive=keep_alive)
+        return await _load_or_unload(request, body.model, keep_alive, body.options.num_ctx, chat=True)
+    run = await services(request).generation.start(serving.to_chat_request(body), caller(request),
+                                                   keep_alive=keep_alive)
     if body.stream:
-        return StreamingResponse(serving.stream(run, chat=True), media_type=NDJSON)
-    return JSONResponse(serving.chat_response(run, await collect(run.events)))
+        return ndjson_response(serving.stream(run, chat=True), serving.error_event)
+    return JSONResponse(serving.chat_response(run, await acollect(run.events)))
 
 
 @router.post("/generate")
 async def generate(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, p.GenerateRequest)
-    keep_alive = _keep_alive(state, body.keep_alive)
+    keep_alive = _keep_alive(request, body.keep_alive)
     if not body.prompt:
-        return await _load_or_unload(state, body.model, keep_alive, body.options.num_ctx, chat=False)
-    record = state.services.store.get(body.model)
-    run = await start(state.services, state.metrics, serving.to_generate_request(body, record),
-                      ctx=body.options.num_ctx, keep_alive=keep_alive)
+        return await _load_or_unload(request, body.model, keep_alive, body.options.num_ctx, chat=False)
+    run = await services(request).generation.start(serving.to_generate_request(body), caller(request),
+                                                   keep_alive=keep_alive)
     if body.stream:
-        return StreamingResponse(serving.stream(run, chat=False), media_type=NDJSON)
-    return JSONResponse(serving.generate_response(run, await collect(run.events)))
+        return ndjson_response(serving.stream(run, chat=False), serving.error_event)
+    return JSONResponse(serving.generate_response(run, await acollect(run.events)))
 
 
-async def _load_or_unload(state: Any, model: str, keep_alive: float, ctx: int | None, chat: bool) -> Any:
-    name = str(state.services.store.get(model).name)
-    reason = "load"
+async def _load_or_unload(request: Request, model: str, keep_alive: float, ctx: int | None, chat: bool) -> Any:
+    generation = services(request).generation
     if keep_alive == 0:
-        await asyncio.to_thread(state.services.models.unload, name)
+        name = await generation.aunload(model)
         reason = "unload"
     else:
-        await acquire(state.services, name, ctx=ctx, keep_alive=keep_alive)
+        name = (await generation.aload(model, ctx=ctx, keep_alive=keep_alive)).name
+        reason = "load"
     body: dict[str, Any] = {"model": name, "created_at": serving.now_iso(), "done": True, "done_reason": reason}
     if chat:
         body["message"] = {"role": "assistant", "content": ""}
@@ -81,34 +72,33 @@ async def _load_or_unload(state: Any, model: str, keep_alive: float, ctx: int | 
 
 @router.post("/embed")
 async def embed(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, p.EmbedRequest)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     started = time.perf_counter()
-    vectors, tokens, name = await embed_texts(state, body.model, texts, _keep_alive(state, body.keep_alive))
-    return {"model": name, "embeddings": vectors,
+    result = await services(request).generation.embed(body.model, texts, caller(request),
+                                                       keep_alive=_keep_alive(request, body.keep_alive))
+    return {"model": result.model, "embeddings": result.vectors,
             "total_duration": int((time.perf_counter() - started) * serving.NS),
-            "load_duration": 0, "prompt_eval_count": tokens}
+            "load_duration": 0, "prompt_eval_count": result.tokens}
 
 
 @router.post("/embeddings")
 async def embeddings(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, p.EmbeddingsRequest)
-    vectors, _, _ = await embed_texts(state, body.model, [body.prompt], _keep_alive(state, body.keep_alive))
-    return {"embedding": vectors[0]}
+    result = await services(request).generation.embed(body.model, [body.prompt], caller(request),
+                                                       keep_alive=_keep_alive(request, body.keep_alive))
+    return {"embedding": result.vectors[0]}
 
 
 @router.get("/tags")
 async def tags(request: Request) -> Any:
-    return {"models": [serving.tag_entry(r) for r in _state(request).services.store.list()]}
+    return {"models": [serving.tag_entry(r) for r in services(request).store.list()]}
 
 
 @router.post("/show")
 async def show(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, p.ModelRequest)
-    record = state.services.store.get(body.target())
+    record = services(request).store.get(body.target())
     facts = record.facts()
     params = "\n".join(f"{k} {v}" for k, v in facts["parameters"].items())
     capabilities = ["completion"]
@@ -130,7 +120,7 @@ async def show(request: Request) -> Any:
 @router.get("/ps")
 async def ps(request: Request) -> Any:
     models = []
-    for item in _state(request).services.models.loaded():
+    for item in services(request).models.loaded():
         entry = serving.tag_entry(item.record)
         entry.update({"expires_at": serving.expires_iso(item.expires_at), "size_vram": 0,
                       "context_length": item.ctx})
@@ -141,19 +131,17 @@ async def ps(request: Request) -> Any:
 
 @router.delete("/delete")
 async def delete(request: Request) -> Response:
-    state = _state(request)
     body = await parse_body(request, p.ModelRequest)
-    record = state.services.store.get(body.target())
-    await asyncio.to_thread(state.services.models.unload, str(record.name))
-    state.services.store.remove(str(record.name))
+    record = services(request).store.get(body.target())
+    await asyncio.to_thread(services(request).models.unload, str(record.name))
+    services(request).store.remove(str(record.name))
     return Response(status_code=200)
 
 
 @router.post("/copy")
 async def copy(request: Request) -> Response:
-    state = _state(request)
     body = await parse_body(request, p.CopyRequest)
-    state.services.store.copy(body.source, body.destination)
+    services(request).store.copy(body.source, body.destination)
     return Response(status_code=200)
 
 
@@ -161,7 +149,6 @@ async def copy(request: Request) -> Response:
 async def create(request: Request) -> Any:
     """Ollama's create from an installed model (`from`), re-quantized (`quantize`) and/or with
     other defaults. Creating from uploaded files or adapters needs `bendi import` instead."""
-    state = _state(request)
     body = await parse_body(request, p.CreateRequest)
     name = body.target()
     if body.files or body.adapters:
@@ -173,7 +160,7 @@ async def create(request: Request) -> Any:
     if not body.from_:
         raise InvalidRequest("`from` (the installed model to start from) is required", param="from")
     record = await asyncio.to_thread(
-        state.services.create_model, name, body.from_, quantize=body.quantize,
+        services(request).create_model, name, body.from_, quantize=body.quantize,
         system=body.system, template=body.template, parameters=body.parameters,
     )
     steps = ([f"quantizing {body.from_} to {body.quantize.upper()}"] if body.quantize else []) + [
@@ -181,7 +168,7 @@ async def create(request: Request) -> Any:
     ]
     if not body.stream:
         return {"status": "success"}
-    return StreamingResponse((serving.ndjson({"status": s}) for s in steps), media_type=NDJSON)
+    return StreamingResponse((ndjson({"status": s}) for s in steps), media_type=NDJSON_MEDIA)
 
 
 @router.post("/pull")

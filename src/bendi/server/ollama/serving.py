@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from bendi.core.collect import Collected
+from bendi.core.generation import Run, RunInfo
 from bendi.errors import BendiError, InvalidRequest, UnsupportedParameter
 from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta
 from bendi.server.errors import ollama_error_body
-from bendi.server.generation import Collected, Run, sampling_for
+from bendi.server.http import ndjson
 from bendi.server.ollama import protocol as p
 from bendi.store import ModelRecord
 
@@ -44,7 +45,12 @@ def _think(value: bool | str | None) -> bool:
     return bool(value)
 
 
-def to_chat_request(body: p.ChatRequest, record: ModelRecord) -> ChatRequest:
+def error_event(exc: BendiError) -> bytes:
+    """The line that ends a stream which failed after it started."""
+    return ndjson(ollama_error_body(exc))
+
+
+def to_chat_request(body: p.ChatRequest) -> ChatRequest:
     messages = []
     for m in body.messages:
         if m.images:
@@ -58,16 +64,17 @@ def to_chat_request(body: p.ChatRequest, record: ModelRecord) -> ChatRequest:
     return ChatRequest(
         model=body.model,
         messages=messages,
-        sampling=sampling_for(record.parameters, body.options.sampling_overrides()),
+        options=body.options.sampling_overrides(),
         max_tokens=body.options.max_tokens(),
         stop=body.options.stop_list(),
         response_format=response_format(body.format),
         think=_think(body.think),
         tools=body.tools,
+        num_ctx=body.options.num_ctx,
     )
 
 
-def to_generate_request(body: p.GenerateRequest, record: ModelRecord) -> ChatRequest:
+def to_generate_request(body: p.GenerateRequest) -> ChatRequest:
     if body.images:
         raise UnsupportedParameter("images are not supported by this model", param="images")
     if body.suffix:
@@ -80,11 +87,12 @@ def to_generate_request(body: p.GenerateRequest, record: ModelRecord) -> ChatReq
                                    param="context")
     common: dict[str, Any] = {
         "model": body.model,
-        "sampling": sampling_for(record.parameters, body.options.sampling_overrides()),
+        "options": body.options.sampling_overrides(),
         "max_tokens": body.options.max_tokens(),
         "stop": body.options.stop_list(),
         "response_format": response_format(body.format),
         "think": _think(body.think),
+        "num_ctx": body.options.num_ctx,
     }
     if body.raw:
         return ChatRequest(prompt=body.prompt, **common)
@@ -94,7 +102,7 @@ def to_generate_request(body: p.GenerateRequest, record: ModelRecord) -> ChatReq
     return ChatRequest(messages=messages, **common)
 
 
-def _stats(run: Run, done: Done) -> dict[str, Any]:
+def _stats(run: RunInfo, done: Done) -> dict[str, Any]:
     return {
         "done_reason": "stop" if done.finish_reason in ("stop", "cancelled") else done.finish_reason,
         "total_duration": int((done.total_seconds + run.load_seconds) * NS),
@@ -106,47 +114,42 @@ def _stats(run: Run, done: Done) -> dict[str, Any]:
     }
 
 
-def chat_response(run: Run, result: Collected) -> dict[str, Any]:
+def chat_response(run: RunInfo, result: Collected) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": result.text}
     if result.reasoning:
         message["thinking"] = result.reasoning
-    return {"model": run.loaded.name, "created_at": now_iso(), "message": message, "done": True,
+    return {"model": run.model, "created_at": now_iso(), "message": message, "done": True,
             **_stats(run, result.done)}
 
 
-def generate_response(run: Run, result: Collected) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": run.loaded.name, "created_at": now_iso(), "response": result.text,
+def generate_response(run: RunInfo, result: Collected) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": run.model, "created_at": now_iso(), "response": result.text,
                             "done": True, **_stats(run, result.done)}
     if result.reasoning:
         body["thinking"] = result.reasoning
     return body
 
 
-def ndjson(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, ensure_ascii=False) + "\n").encode()
-
-
 async def stream(run: Run, chat: bool) -> AsyncIterator[bytes]:
-    name = run.loaded.name
-    try:
-        async for event in run.events:
-            if isinstance(event, TextDelta | ReasoningDelta):
-                key = "content" if isinstance(event, TextDelta) else "thinking"
-                if chat:
-                    part: dict[str, Any] = {"message": {"role": "assistant", "content": "", key: event.text}}
-                else:
-                    part = {"response": event.text if key == "content" else ""}
-                    if key == "thinking":
-                        part["thinking"] = event.text
-                yield ndjson({"model": name, "created_at": now_iso(), **part, "done": False})
-            elif isinstance(event, Done):
-                last: dict[str, Any] = (
-                    {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
-                )
-                yield ndjson({"model": name, "created_at": now_iso(), **last, "done": True,
-                              **_stats(run, event)})
-    except BendiError as exc:
-        yield ndjson(ollama_error_body(exc))
+    """Ollama's stream: one line per delta, then the last line with the statistics (a failure's
+    error line is added by the HTTP toolkit)."""
+    name = run.model
+    async for event in run.events:
+        if isinstance(event, TextDelta | ReasoningDelta):
+            key = "content" if isinstance(event, TextDelta) else "thinking"
+            if chat:
+                part: dict[str, Any] = {"message": {"role": "assistant", "content": "", key: event.text}}
+            else:
+                part = {"response": event.text if key == "content" else ""}
+                if key == "thinking":
+                    part["thinking"] = event.text
+            yield ndjson({"model": name, "created_at": now_iso(), **part, "done": False})
+        elif isinstance(event, Done):
+            last: dict[str, Any] = (
+                {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+            )
+            yield ndjson({"model": name, "created_at": now_iso(), **last, "done": True,
+                          **_stats(run, event)})
 
 
 def model_details(record: ModelRecord) -> dict[str, Any]:

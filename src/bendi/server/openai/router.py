@@ -2,62 +2,68 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
+from bendi.core.collect import acollect
+from bendi.core.generation import DEFAULT_ANSWER_MODEL, Run, knowledge_base_of
 from bendi.errors import InvalidRequest
 from bendi.server.body import parse_body
-from bendi.server.generation import acquire, collect, start
+from bendi.server.http import caller, services, sse_response
 from bendi.server.openai import serving
 from bendi.server.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter(prefix="/v1")
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _state(request: Request) -> Any:
-    return request.app.state
-
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, ChatCompletionRequest)
-    kb_name = body.knowledge_base or (body.model[3:] if body.model.startswith("kb:") else None)
+    kb_name = body.knowledge_base or knowledge_base_of(body.model)
     if kb_name is not None:
-        return await state.kb_chat(request, body, kb_name)
-    record = state.services.store.get(body.model)
-    chat = serving.to_chat_request(body, record.parameters)
-    run = await start(state.services, state.metrics, chat)
+        return await _knowledge_base_chat(request, body, kb_name)
+    run = await services(request).generation.start(serving.to_chat_request(body), caller(request))
+    return await _chat_answer(run, body)
+
+
+async def _knowledge_base_chat(request: Request, body: ChatCompletionRequest, kb_name: str) -> Any:
+    """Model "kb:<name>" (or knowledge_base=<name>): retrieval, then the answer in OpenAI's shape
+    with the sources in an extra top-level "sources" field. The chat model is `body.model`
+    unless that is the "kb:" alias, then the bundled model."""
+    chat = serving.to_chat_request(body)
+    run = await services(request).generation.ask(
+        kb_name, caller(request), messages=chat.messages,
+        model=DEFAULT_ANSWER_MODEL if knowledge_base_of(body.model) else body.model,
+        options=chat.options, max_tokens=chat.max_tokens)
+    if not run.sources:
+        run.model = body.model  # no model answered: name the one asked for
+    extra = {"sources": [{"number": i, **h.to_dict()} for i, h in enumerate(run.sources, 1)]}
+    return await _chat_answer(run, body, extra)
+
+
+async def _chat_answer(run: Run, body: ChatCompletionRequest, extra: dict[str, Any] | None = None) -> Any:
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(serving.chat_stream(run, include_usage), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
-    return JSONResponse(serving.chat_response(run, await collect(run.events)))
+        return sse_response(serving.chat_stream(run, include_usage, extra), serving.error_event)
+    return JSONResponse(serving.chat_response(run, await acollect(run.events), extra))
 
 
 @router.post("/completions")
 async def completions(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, CompletionRequest)
-    record = state.services.store.get(body.model)
-    req = serving.to_completion_request(body, record.parameters)
-    run = await start(state.services, state.metrics, req)
+    req = serving.to_completion_request(body)
+    run = await services(request).generation.start(req, caller(request))
     echo = req.prompt if body.echo else None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(serving.completion_stream(run, include_usage, echo),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(serving.completion_response(run, await collect(run.events), echo))
+        return sse_response(serving.completion_stream(run, include_usage, echo), serving.error_event)
+    return JSONResponse(serving.completion_response(run, await acollect(run.events), echo))
 
 
 @router.post("/embeddings")
 async def embeddings(request: Request) -> Any:
-    state = _state(request)
     body = await parse_body(request, EmbeddingRequest)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or not all(isinstance(t, str) for t in texts):
@@ -65,28 +71,14 @@ async def embeddings(request: Request) -> Any:
                              param="input")
     if body.dimensions is not None:
         raise InvalidRequest("dimensions cannot be changed for this model", param="dimensions")
-    vectors, tokens, name = await embed_texts(state, body.model, [str(t) for t in texts])
-    return JSONResponse(serving.embedding_response(name, vectors, tokens, body.encoding_format))
-
-
-async def embed_texts(state: Any, model: str, texts: list[str],
-                      keep_alive: float | None = None) -> tuple[list[list[float]], int, str]:
-    """Embeddings from the bundled embedding model or a GGUF model in the store."""
-    embedder = state.embedder_for(model)
-    if embedder is not None:
-        vectors, tokens = await asyncio.to_thread(embedder, texts)
-        return vectors, tokens, model
-    loaded, _ = await acquire(state.services, model, keep_alive=keep_alive)
-    try:
-        vectors, tokens = await asyncio.to_thread(loaded.model.embed, texts)
-    finally:
-        state.services.models.release(loaded, keep_alive)
-    return vectors, tokens, loaded.name
+    result = await services(request).generation.embed(body.model, [str(t) for t in texts], caller(request))
+    return JSONResponse(serving.embedding_response(result.model, result.vectors, result.tokens,
+                                                   body.encoding_format))
 
 
 @router.get("/models")
 async def list_models(request: Request) -> Any:
-    records = _state(request).services.store.list()
+    records = services(request).store.list()
     return {"object": "list", "data": [
         {"id": str(r.name), "object": "model", "created": int(r.modified), "owned_by": "bendi"}
         for r in records
@@ -95,5 +87,5 @@ async def list_models(request: Request) -> Any:
 
 @router.get("/models/{model:path}")
 async def get_model(request: Request, model: str) -> Any:
-    r = _state(request).services.store.get(model)
+    r = services(request).store.get(model)
     return {"id": str(r.name), "object": "model", "created": int(r.modified), "owned_by": "bendi"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,13 +10,16 @@ from typing import Any
 
 import numpy as np
 
+from bendi.core.collect import Collected
+from bendi.core.generation import Run, RunInfo
 from bendi.errors import BendiError, UnsupportedParameter
 from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta, TokenLogprob
 from bendi.server.errors import openai_error_body
-from bendi.server.generation import Collected, Run, sampling_for
+from bendi.server.http import sse
 from bendi.server.openai.protocol import ChatCompletionRequest, CompletionRequest
 
-FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
+FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "cancelled": "stop",
+          "error": "stop"}
 
 
 def _check_n(n: int) -> None:
@@ -25,22 +27,28 @@ def _check_n(n: int) -> None:
         raise UnsupportedParameter("n > 1 is not supported; send separate requests", param="n")
 
 
-def to_chat_request(body: ChatCompletionRequest, model_params: dict[str, Any]) -> ChatRequest:
+def error_event(exc: BendiError) -> bytes:
+    """The event that ends a stream which failed after it started."""
+    return sse(openai_error_body(exc))
+
+
+def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     _check_n(body.n)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     return ChatRequest(
         model=body.model,
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
-        sampling=sampling_for(model_params, body.sampling_overrides()),
+        options=body.sampling_overrides(),
         max_tokens=max_tokens,
         stop=body.stop_list(),
         response_format=body.response_format,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         tools=body.tools,
+        tool_choice=body.tool_choice,
     )
 
 
-def to_completion_request(body: CompletionRequest, model_params: dict[str, Any]) -> ChatRequest:
+def to_completion_request(body: CompletionRequest) -> ChatRequest:
     _check_n(body.n)
     if body.suffix:
         raise UnsupportedParameter("suffix (fill-in-the-middle) is not supported", param="suffix")
@@ -52,7 +60,7 @@ def to_completion_request(body: CompletionRequest, model_params: dict[str, Any])
     return ChatRequest(
         model=body.model,
         prompt=prompt,
-        sampling=sampling_for(model_params, body.sampling_overrides()),
+        options=body.sampling_overrides(),
         max_tokens=body.max_tokens,
         stop=body.stop_list(),
         response_format=body.response_format,
@@ -75,7 +83,11 @@ def _chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
     ]}
 
 
-def chat_response(run: Run, result: Collected, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _fingerprint(run: RunInfo) -> dict[str, Any]:
+    return {"system_fingerprint": f"bendi-{run.fingerprint[7:19]}"} if run.fingerprint else {}
+
+
+def chat_response(run: RunInfo, result: Collected, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": result.text}
     if result.reasoning:
         message["reasoning_content"] = result.reasoning
@@ -90,8 +102,8 @@ def chat_response(run: Run, result: Collected, extra: dict[str, Any] | None = No
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": run.loaded.name,
-        "system_fingerprint": f"bendi-{run.loaded.record.digest[7:19]}",
+        "model": run.model,
+        **_fingerprint(run),
         "choices": [choice],
         "usage": _usage(result.done),
     }
@@ -99,16 +111,12 @@ def chat_response(run: Run, result: Collected, extra: dict[str, Any] | None = No
     return body
 
 
-def sse(data: dict[str, Any] | str) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return f"data: {text}\n\n".encode()
-
-
 async def chat_stream(run: Run, include_usage: bool, extra: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+    """Chat completion chunks (the error event and [DONE] are added by the HTTP toolkit)."""
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": run.loaded.name,
-            "system_fingerprint": f"bendi-{run.loaded.record.digest[7:19]}"}
+    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": run.model,
+            **_fingerprint(run)}
 
     def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
         return sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
@@ -118,20 +126,16 @@ async def chat_stream(run: Run, include_usage: bool, extra: dict[str, Any] | Non
     yield chunk(first)
     if extra:
         yield sse({**base, "choices": [], **extra})
-    try:
-        async for event in run.events:
-            if isinstance(event, TextDelta):
-                lp = _chat_logprobs(event.logprobs) if event.logprobs else None
-                yield chunk({"content": event.text}, logprobs=lp)
-            elif isinstance(event, ReasoningDelta):
-                yield chunk({"reasoning_content": event.text, "reasoning": event.text})
-            elif isinstance(event, Done):
-                yield chunk({}, FINISH[event.finish_reason])
-                if include_usage:
-                    yield sse({**base, "choices": [], "usage": _usage(event)})
-    except BendiError as exc:
-        yield sse(openai_error_body(exc))
-    yield sse("[DONE]")
+    async for event in run.events:
+        if isinstance(event, TextDelta):
+            lp = _chat_logprobs(event.logprobs) if event.logprobs else None
+            yield chunk({"content": event.text}, logprobs=lp)
+        elif isinstance(event, ReasoningDelta):
+            yield chunk({"reasoning_content": event.text, "reasoning": event.text})
+        elif isinstance(event, Done):
+            yield chunk({}, FINISH[event.finish_reason])
+            if include_usage:
+                yield sse({**base, "choices": [], "usage": _usage(event)})
 
 
 def _completion_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
@@ -147,13 +151,13 @@ def _completion_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def completion_response(run: Run, result: Collected, echo_prompt: str | None) -> dict[str, Any]:
+def completion_response(run: RunInfo, result: Collected, echo_prompt: str | None) -> dict[str, Any]:
     text = (echo_prompt or "") + result.text
     return {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
         "object": "text_completion",
         "created": int(time.time()),
-        "model": run.loaded.name,
+        "model": run.model,
         "choices": [{
             "index": 0, "text": text,
             "logprobs": _completion_logprobs(result.logprobs) if result.logprobs else None,
@@ -164,25 +168,22 @@ def completion_response(run: Run, result: Collected, echo_prompt: str | None) ->
 
 
 async def completion_stream(run: Run, include_usage: bool, echo_prompt: str | None) -> AsyncIterator[bytes]:
+    """Completion chunks (the error event and [DONE] are added by the HTTP toolkit)."""
     base = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
-            "created": int(time.time()), "model": run.loaded.name}
+            "created": int(time.time()), "model": run.model}
     if echo_prompt:
         yield sse({**base, "choices": [{"index": 0, "text": echo_prompt, "logprobs": None,
                                         "finish_reason": None}]})
-    try:
-        async for event in run.events:
-            if isinstance(event, TextDelta):
-                lp = _completion_logprobs(event.logprobs) if event.logprobs else None
-                yield sse({**base, "choices": [{"index": 0, "text": event.text, "logprobs": lp,
-                                                "finish_reason": None}]})
-            elif isinstance(event, Done):
-                yield sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
-                                                "finish_reason": FINISH[event.finish_reason]}]})
-                if include_usage:
-                    yield sse({**base, "choices": [], "usage": _usage(event)})
-    except BendiError as exc:
-        yield sse(openai_error_body(exc))
-    yield sse("[DONE]")
+    async for event in run.events:
+        if isinstance(event, TextDelta):
+            lp = _completion_logprobs(event.logprobs) if event.logprobs else None
+            yield sse({**base, "choices": [{"index": 0, "text": event.text, "logprobs": lp,
+                                            "finish_reason": None}]})
+        elif isinstance(event, Done):
+            yield sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
+                                            "finish_reason": FINISH[event.finish_reason]}]})
+            if include_usage:
+                yield sse({**base, "choices": [], "usage": _usage(event)})
 
 
 def embedding_response(model: str, vectors: list[list[float]], tokens: int, encoding: str) -> dict[str, Any]:

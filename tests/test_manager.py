@@ -1,0 +1,125 @@
+"""ModelManager with a fake engine: LRU unloading, reloading when the file behind a name changes,
+keep-alive expiry, and the load guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.fake_engine import FakeEngine, fake_registry, tiny_gguf
+
+from bendi.config import Settings
+from bendi.errors import InsufficientMemory, ServerBusy
+from bendi.runtime.manager import ModelManager, parse_keep_alive
+from bendi.store import ModelStore
+
+
+@pytest.fixture
+def store(settings: Settings, tmp_path: Path) -> ModelStore:
+    store = ModelStore(settings.models_dir)
+    for i, name in enumerate(("a", "b", "c")):
+        store.import_file(tiny_gguf(tmp_path / f"{name}.gguf", name, pad=i), name)
+    return store
+
+
+def manager(settings: Settings, store: ModelStore, **changes: object) -> tuple[ModelManager, FakeEngine]:
+    registry, engine = fake_registry()
+    return ModelManager(settings.replace(**changes), store, registry), engine
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_least_recently_used_idle_model_is_unloaded_for_room(settings: Settings, store: ModelStore,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr("bendi.runtime.manager.time.monotonic", clock)
+    models, engine = manager(settings, store, max_loaded_models=2)
+    a = models.acquire("a")
+    clock.now += 1
+    models.acquire("b")
+    clock.now += 1
+    models.acquire("a")  # a is now the most recently used
+    clock.now += 1
+    models.acquire("c")
+    assert {m.name for m in models.loaded()} == {"a:latest", "c:latest"}
+    assert [m.name for m in engine.loaded if m.closed] == ["b:latest"]
+    assert models.acquire("a") is a  # still loaded: the same model, not a reload
+
+
+def test_a_busy_model_is_not_the_one_unloaded(settings: Settings, store: ModelStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr("bendi.runtime.manager.time.monotonic", clock)
+    models, engine = manager(settings, store, max_loaded_models=2)
+    models.acquire("a").model.running = 1  # type: ignore[attr-defined]
+    clock.now += 1
+    models.acquire("b")
+    clock.now += 1
+    models.acquire("c")
+    assert {m.name for m in models.loaded()} == {"a:latest", "c:latest"}
+
+
+def test_reload_when_the_name_points_at_another_file(settings: Settings, store: ModelStore,
+                                                     tmp_path: Path) -> None:
+    models, engine = manager(settings, store)
+    first = models.acquire("a")
+    store.import_file(tiny_gguf(tmp_path / "a2.gguf", "a", pad=9), "a")  # same name, new digest
+    second = models.acquire("a")
+    assert second is not first and second.record.digest != first.record.digest
+    assert engine.loaded[0].closed and not engine.loaded[1].closed
+    assert models.acquire("a", ctx=1024).ctx == 1024 and engine.loaded[1].closed  # another context
+
+
+def test_keep_alive_expiry_unloads_idle_models_only(settings: Settings, store: ModelStore,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr("bendi.runtime.manager.time.monotonic", clock)
+    models, engine = manager(settings, store, keep_alive=60.0)
+    a = models.acquire("a")
+    models.release(a)
+    b = models.acquire("b", keep_alive=-1)  # forever
+    models.release(b, -1)
+    c = models.acquire("c", keep_alive=5)
+    c.model.running = 1  # type: ignore[attr-defined]
+    clock.now += 30
+    assert models.unload_expired() == []
+    clock.now += 31
+    assert models.unload_expired() == ["a:latest"]  # c is past its time but busy; b never expires
+    c.model.running = 0  # type: ignore[attr-defined]
+    assert models.unload_expired() == ["c:latest"]
+    assert [m.name for m in models.loaded()] == ["b:latest"]
+    models.release(b, 0)  # keep_alive 0 on release: unload now that it is idle
+    assert models.loaded() == []
+
+
+def test_keep_alive_durations() -> None:
+    assert parse_keep_alive("1h30m", 300) == 5400 and parse_keep_alive(None, 300) == 300
+    assert parse_keep_alive("-1", 300) == -1 and parse_keep_alive(90, 300) == 90
+
+
+def test_fit_check_refuses_before_loading_unless_forced(settings: Settings, store: ModelStore) -> None:
+    def refuse(record: object, ctx: int, slots: int) -> None:
+        raise InsufficientMemory("too big")
+
+    registry, engine = fake_registry()
+    models = ModelManager(settings, store, registry, fit_check=refuse)
+    with pytest.raises(InsufficientMemory):
+        models.acquire("a")
+    assert engine.loaded == []
+    forced = ModelManager(settings.replace(force=True), store, registry, fit_check=refuse)
+    assert forced.acquire("a").name == "a:latest"
+
+
+def test_abort_all_reaches_every_model(settings: Settings, store: ModelStore) -> None:
+    models, engine = manager(settings, store)
+    models.acquire("a")
+    models.acquire("b")
+    error = ServerBusy("shutting down")
+    models.abort_all(error)
+    assert [m.aborted for m in engine.loaded] == [error, error]
