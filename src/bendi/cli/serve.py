@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from types import FrameType
 
@@ -14,8 +13,6 @@ from bendi.config import Settings
 from bendi.errors import ServerBusy
 from bendi.server.security import check_bind
 from bendi.services import Services
-
-log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -42,25 +39,23 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str |
     )
     check_bind(settings.host, settings.api_key)
 
-    def startup(services: Services) -> None:
+    def startup(svc: Services) -> None:
         if demo:
-            try:
-                from bendi.kb.demo import ensure_demo_kb
-            except ImportError:
-                log.warning("the knowledge-base package is not available; no demo")
-            else:
-                name = ensure_demo_kb(services)
-                click.echo(f"demo knowledge base ready: {name} (try: bendi kb ask {name} \"...\")")
+            from bendi.kb.demo import ensure_demo_kb
+
+            name = ensure_demo_kb(svc)
+            click.echo(f"demo knowledge base ready: {name} (try: bendi kb ask {name} \"...\")")
         for model in preload:
-            services.models.acquire(model)
+            svc.generation.load(model)
         click.echo(f"bendi serving on http://{settings.host}:{settings.port} "
                    f"(OpenAI: /v1, Ollama: /api); Ctrl-C to stop")
 
-    app = create_app(settings, on_startup=startup)
+    services = Services.build(settings)
+    app = create_app(settings, services=services, on_startup=startup)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a clean stop
-        _DrainingServer(config, app.state.services, settings.shutdown_grace).run()
+        _DrainingServer(config, services, settings.shutdown_grace).run()
 
 
 class _DrainingServer(uvicorn.Server):
