@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/kb.py
+	$(BIN)/python bench/pull.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

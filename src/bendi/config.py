@@ -45,6 +45,15 @@ class Settings:
     memory_limit: str | None = _describe(
         "Memory the load guard may use (e.g. 16GB); None uses the RAM available now.", None)
     llama_log: bool = _describe("Let llama.cpp print its own log to stderr (for debugging).", False)
+    sources_file: Path | None = _describe(
+        "TOML file listing the mirrors `bendi pull` may use; None means BENDI_HOME/sources.toml.", None)
+    sources: str | None = _describe(
+        "Extra pull sources tried before the file's, e.g. `hf=huggingface:https://hf-mirror.com,"
+        "lan=ollama:http://10.0.0.5:11434` (name=kind:url, comma-separated).", None)
+    pull_connections: int = _describe("Parallel HTTP connections per large file `bendi pull` uses.", 4)
+    bundle_trust: Path | None = _describe(
+        "Public key file (or a directory of them): `bendi import` then accepts only bundles signed "
+        "by one of these keys.", None)
 
     @property
     def models_dir(self) -> Path:
@@ -57,6 +66,10 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.home / "bendi.db"
+
+    @property
+    def sources_path(self) -> Path:
+        return self.sources_file or self.home / "sources.toml"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

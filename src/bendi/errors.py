@@ -9,16 +9,22 @@
     │   └── RequestTooLarge         413 request_too_large
     ├── AuthenticationError         401 invalid_api_key
     ├── PermissionDenied            403 permission_denied
+    │   └── BadSignature            403 bad_signature
     ├── NotFound                    404 not_found
     │   ├── ModelNotFound           404 model_not_found
     │   └── KnowledgeBaseNotFound   404 kb_not_found
     ├── Conflict                    409 conflict
     ├── InvalidModelFile            422 invalid_model_file
+    │   ├── DigestMismatch          422 digest_mismatch
+    │   └── InvalidBundle           422 invalid_bundle
     ├── DocumentError               422 document_error
     ├── TemplateError               422 template_error
     ├── RateLimited                 429 rate_limited
     ├── NotAvailableOffline         501 not_available_offline
     ├── InsufficientMemory          507 insufficient_memory
+    ├── InsufficientStorage         507 insufficient_storage
+    ├── SourceError                 502 source_error
+    ├── Cancelled                   499 cancelled
     ├── ServerBusy                  503 server_busy
     ├── EngineError                 500 engine_error
     └── HTTPError                   (its own status) http_error: an HTTP status passed through
@@ -123,3 +129,37 @@ class HTTPError(BendiError):
         super().__init__(message)
         self.status = status
         self.kind = "invalid_request_error" if status < 500 else "server_error"
+
+
+class DigestMismatch(InvalidModelFile):
+    """Bytes received (a pull) do not have the sha256 their source announced."""
+
+    code = "digest_mismatch"
+
+
+class InvalidBundle(InvalidModelFile):
+    """Not a usable bundle: damaged, tampered, truncated, or from a newer bendi."""
+
+    code = "invalid_bundle"
+
+
+class BadSignature(PermissionDenied):
+    """A bundle's signature is missing, wrong, or by a key that is not trusted."""
+
+    code = "bad_signature"
+
+
+class InsufficientStorage(BendiError):
+    status, code, kind = 507, "insufficient_storage", "server_error"
+
+
+class SourceError(BendiError):
+    """A configured pull source failed: unreachable, refused, or answered something unexpected."""
+
+    status, code, kind = 502, "source_error", "server_error"
+
+
+class Cancelled(BendiError):
+    """The caller stopped the work (Ctrl-C, a client that went away); what was done is kept."""
+
+    status, code, kind = 499, "cancelled", "invalid_request_error"

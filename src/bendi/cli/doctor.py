@@ -11,7 +11,7 @@ from bendi.config import Settings
 from bendi.errors import BendiError, ModelNotFound
 from bendi.planner import hardware
 from bendi.planner.catalog import CatalogModel, from_gguf, load_catalog
-from bendi.planner.machine import Gpu, Hardware, parse_gpus, parse_size
+from bendi.planner.machine import Hardware, parse_gpus, parse_size, this_machine
 from bendi.planner.plan import ModelPlan, plan_models
 
 #: bumped when a key of the --json output changes meaning or disappears
@@ -73,16 +73,7 @@ def build_hardware(settings: Settings, gpus: str | None, ram: str | None, *, mea
         ram_bytes = parse_size(ram) if ram else hardware.available_memory()[1]
         bw = hardware.measure_bandwidth() if measure and not ram else None
         return Hardware(ram_bytes, given_gpus, bw, origin="given")
-    report_tools = hardware.detect_accelerators()
-    llama = hardware.detect_llama_cpp()
-    detected = [
-        Gpu(d.name, d.memory_free if not d.unified else d.memory_total,
-            hardware.gpu_bandwidth(d.name), d.unified)
-        for t in report_tools for d in t.devices
-    ]
-    _, avail = hardware.available_memory()
-    return Hardware(avail, detected, hardware.measure_bandwidth() if measure else None,
-                    origin="detected", gpu_offload=bool(llama.get("gpu_offload")))
+    return this_machine(measure)
 
 
 def _models(ctx: click.Context, name: str | None) -> list[tuple[CatalogModel, str]]:

@@ -44,9 +44,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bendi.cli import chat, doctor, kb, models, serve
+    from bendi.cli import chat, doctor, kb, models, serve, transfer
 
-    for module in (models, chat, serve, doctor, kb):
+    for module in (models, chat, serve, doctor, kb, transfer):
         module.register(cli)
 
 

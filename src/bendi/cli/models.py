@@ -112,16 +112,28 @@ def _number(text: str) -> Any:
 
 @click.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--name", "-n", required=True, help="Name to register, name[:tag].")
+@click.option("--name", "-n", help="Name to register, name[:tag] (a GGUF file needs one).")
 @click.option("--system", help="Default system prompt.")
 @click.option("--template", "template_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Jinja chat template file overriding the one in the GGUF.")
 @click.option("--param", "params", multiple=True, help="Default parameter key=value (repeatable).")
 @click.option("--copy", "copy_file", is_flag=True, help="Always copy the file (default: hard link when possible).")
+@click.option("--trust", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="Bundles: accept only one signed by this public key (file or directory; repeatable).")
+@click.option("--force", is_flag=True, help="Bundles: replace models and knowledge bases of the same name.")
 @click.pass_context
-def import_cmd(ctx: click.Context, file: Path, name: str, system: str | None, template_file: Path | None,
-               params: tuple[str, ...], copy_file: bool) -> None:
-    """Import a GGUF model file into the store."""
+def import_cmd(ctx: click.Context, file: Path, name: str | None, system: str | None, template_file: Path | None,
+               params: tuple[str, ...], copy_file: bool, trust: tuple[Path, ...], force: bool) -> None:
+    """Import a GGUF model file, or a bundle written by `bendi export`, into the store."""
+    from bendi.store.bundle import is_bundle
+
+    if is_bundle(file):
+        from bendi.cli.transfer import import_bundle_cli
+
+        import_bundle_cli(ctx, file, trust, force)
+        return
+    if not name:
+        raise click.UsageError("Missing option '--name' / '-n' (needed to import a GGUF file).")
     template = template_file.read_text(encoding="utf-8") if template_file else None
     record = services(ctx).store.import_file(
         file, name, parameters=parse_params(params), system=system, template=template,

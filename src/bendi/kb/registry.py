@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bendi import db
@@ -70,6 +71,27 @@ class KnowledgeBaseRegistry:
                 index.close()
                 raise Conflict(f"knowledge base {name!r} already exists") from None
             self._indexes[name] = index
+
+    def adopt(self, name: str, directory: Path, embed: str, settings: dict[str, Any],
+              created_at: float) -> None:
+        """Move a prepared knowledge-base directory (from a bundle) to BENDI_HOME/kb/<name> and
+        register it; the directory goes away again if the registry refuses it."""
+        target = self.settings.kb_dir / name
+        if target.exists():
+            shutil.rmtree(target)  # left over from a create that did not register
+        target.parent.mkdir(parents=True, exist_ok=True)
+        directory.rename(target)
+        with self._lock:
+            try:
+                self._registry().execute(
+                    "INSERT INTO knowledge_bases(name, embed, created_at, settings) VALUES (?, ?, ?, ?)",
+                    (name, embed, created_at, json.dumps(settings, ensure_ascii=False)))
+            except sqlite3.IntegrityError:
+                shutil.rmtree(target, ignore_errors=True)
+                raise Conflict(f"knowledge base {name!r} already exists") from None
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
 
     def names(self) -> list[str]:
         with self._lock:

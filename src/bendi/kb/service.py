@@ -60,6 +60,16 @@ class KnowledgeBaseService:
         self.registry.register(name, embed, dim, stored)
         return self.info(name)
 
+    def adopt(self, name: str, directory: Path, *, embed: str, settings: dict[str, Any],
+              created_at: float, replace: bool = False) -> None:
+        """Register a knowledge base whose files were prepared elsewhere (a bundle being imported)."""
+        check_name(name)
+        if self.exists(name):
+            if not replace:
+                raise Conflict(f"knowledge base {name!r} already exists")
+            self.remove(name)
+        self.registry.adopt(name, directory, embed, settings, created_at)
+
     def list_all(self) -> list[dict[str, Any]]:
         return [self.info(n) for n in self.registry.names()]
 

@@ -53,6 +53,21 @@ class Hardware:
         return sum(int(g.memory * (0.75 if g.unified else 1 - SAFETY_MARGIN)) for g in usable)
 
 
+def this_machine(measure: bool = True) -> Hardware:
+    """This machine as the planner sees it: memory available now, detected GPUs, bandwidth."""
+    from bendi.planner import hardware
+
+    llama = hardware.detect_llama_cpp()
+    detected = [
+        Gpu(d.name, d.memory_free if not d.unified else d.memory_total,
+            hardware.gpu_bandwidth(d.name), d.unified)
+        for t in hardware.detect_accelerators() for d in t.devices
+    ]
+    _, avail = hardware.available_memory()
+    return Hardware(avail, detected, hardware.measure_bandwidth() if measure else None,
+                    origin="detected", gpu_offload=bool(llama.get("gpu_offload")))
+
+
 def parse_size(text: str) -> int:
     """'64GB', '24G', '512MiB', '1.5TB' -> bytes (GB = 10^9, GiB = 2^30)."""
     m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?)b?\s*", text.lower())

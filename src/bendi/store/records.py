@@ -66,6 +66,7 @@ class ModelRecord:
             "license": info.get("general.license"),
             "general_name": info.get("general.name"),
             "modified_at": self.modified,
+            "provenance": self.manifest.get("provenance"),
             "metadata": {k: v for k, v in info.metadata.items()
                          if not isinstance(v, dict) and k != "tokenizer.chat_template"},
         }

@@ -171,6 +171,45 @@ class ModelStore:
                 tmp.unlink()
         return ModelRecord(parsed, manifest, blob)
 
+    def blob_path(self, digest: str) -> Path | None:
+        """The stored file with this digest, if there is one."""
+        blob = self.blobs / digest.replace(":", "-")
+        return blob if blob.exists() else None
+
+    def install_blob(self, path: Path, digest: str, name: str, *, source: str, move: bool,
+                     **fields: Any) -> ModelRecord:
+        """Register a GGUF whose sha256 the caller verified (a pull, a bundle) as `name`.
+
+        `move` renames `path` into the blob directory (same filesystem); otherwise it is copied or
+        hard-linked. The manifest is written last, so until then nothing names the blob.
+        """
+        parsed = parse_name(name)
+        info = read_gguf(path)
+        with self._lock():
+            blob = self.blobs / digest.replace(":", "-")
+            if not blob.exists():
+                if move:
+                    self.blobs.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, blob)
+                else:
+                    self._place_blob(path, blob, "auto")
+            now = time.time()
+            manifest = {
+                "schema": 1,
+                "model": {"digest": digest, "size": blob.stat().st_size},
+                "details": describe_gguf(info),
+                "parameters": fields.pop("parameters", None) or {},
+                "system": fields.pop("system", None),
+                "template": fields.pop("template", None),
+                "source": source,
+                "created_at": now,
+                "modified_at": now,
+                **{k: v for k, v in fields.items() if v is not None},
+            }
+            write_json_atomic(self._manifest_path(parsed), manifest)
+            self._collect_garbage()  # the blob `name` pointed at before, if nothing else uses it
+        return ModelRecord(parsed, manifest, blob)
+
     def copy(self, source: str, dest: str) -> ModelRecord:
         """Give an existing model a second name; the blob is shared, not copied."""
         record = self.get(source)

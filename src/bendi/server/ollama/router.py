@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from bendi import __version__
 from bendi.core.collect import acollect
-from bendi.errors import InvalidRequest, NotAvailableOffline, UnsupportedParameter
+from bendi.errors import InvalidRequest, UnsupportedParameter
 from bendi.runtime.manager import parse_keep_alive
 from bendi.server.body import parse_body
 from bendi.server.http import NDJSON_MEDIA, caller, ndjson, ndjson_response, services
@@ -173,11 +173,11 @@ async def create(request: Request) -> Any:
 
 @router.post("/pull")
 async def pull(request: Request) -> Any:
+    """Pull from the sources configured in BENDI_HOME/sources.toml (see docs/models.md)."""
+    from bendi.server.ollama.pull import pull_response
+
     body = await parse_body(request, p.PullRequest)
-    raise NotAvailableOffline(
-        f"cannot pull {body.target()}: bendi does not download models at run time. Copy the GGUF "
-        "file here and run `bendi import FILE --name NAME`."
-    )
+    return await pull_response(services(request), body.target(), stream=body.stream)
 
 
 @router.get("/version")
