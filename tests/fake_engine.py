@@ -16,9 +16,11 @@ import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bendi.config import Settings
 from bendi.errors import BendiError, EngineError, ServerBusy
 from bendi.runtime.engine import BlockingGenerate, Capabilities, EngineRegistry, LoadOptions
 from bendi.runtime.types import ChatRequest, Done, Event, ReasoningDelta, TextDelta, Usage
+from bendi.services import Services
 from bendi.store import ModelRecord
 
 
@@ -131,3 +133,10 @@ def fake_registry() -> tuple[EngineRegistry, FakeEngine]:
     engine = FakeEngine()
     registry.register(engine)
     return registry, engine
+
+
+def fake_services(settings: Settings, engines: EngineRegistry) -> Services:
+    """Services on the fake engine, without the bundled model (registering it hashes 135 MB)."""
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    (settings.models_dir / ".bundled-registered").touch()  # as if the user had removed it
+    return Services.build(settings, engines=engines)

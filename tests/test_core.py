@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tests.fake_engine import fake_registry, tiny_gguf
+from tests.fake_engine import fake_registry, fake_services, tiny_gguf
 from tests.test_shapes import MODEL, Recorder
 
 from bendi.config import Settings
@@ -23,7 +23,7 @@ CTX = RequestContext.local("test")
 @pytest.fixture
 def services(settings: Settings, tmp_path: Path) -> Services:
     registry, _ = fake_registry()
-    services = Services.build(settings, engines=registry)
+    services = fake_services(settings, registry)
     services.store.import_file(tiny_gguf(tmp_path / "fake.gguf"), MODEL, parameters={"top_k": 7})
     return services
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.fake_engine import FakeEngine, fake_registry, tiny_gguf
+from tests.fake_engine import FakeEngine, fake_registry, fake_services, tiny_gguf
 
 from bendi.config import Settings
 from bendi.core.observe import Admission, GenerationRecord
@@ -56,7 +56,7 @@ class Env:
 @pytest.fixture
 def env(settings: Settings, tmp_path: Path) -> Iterator[Env]:
     registry, engine = fake_registry()
-    services = Services.build(settings, engines=registry)
+    services = fake_services(settings, registry)
     services.store.import_file(tiny_gguf(tmp_path / "fake.gguf"), MODEL, system="Be brief.",
                                parameters={"temperature": 0.3, "top_k": 7})
     recorder = Recorder()
@@ -261,7 +261,7 @@ def test_knowledge_base_answers_take_the_same_path(env: Env, tmp_path: Path) -> 
 def test_body_limit_holds_for_a_streamed_body_without_length(settings: Settings) -> None:
     small = settings.replace(max_request_bytes=1000)
     registry, _ = fake_registry()
-    app = create_app(small, services=Services.build(small, engines=registry))
+    app = create_app(small, services=fake_services(small, registry))
 
     def chunks() -> Iterator[bytes]:  # chunked transfer: no Content-Length for the guard to read
         yield b'{"model": "m", "messages": [{"role": "user", "content": "'
@@ -283,7 +283,7 @@ def test_body_limit_holds_for_a_streamed_body_without_length(settings: Settings)
 def test_knowledge_base_sources_are_the_ones_that_fit_the_context(settings: Settings, tmp_path: Path) -> None:
     small = settings.replace(ctx=800)  # room for the instructions, the answer and about one source
     registry, engine = fake_registry()
-    services = Services.build(small, engines=registry)
+    services = fake_services(small, registry)
     services.store.import_file(tiny_gguf(tmp_path / "fake.gguf"), MODEL)
     services.kb.create("docs")
     paragraphs = [f"## Bearing {i}\n\nLubricate the drive pulley bearing {i} every 500 hours with "
