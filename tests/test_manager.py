@@ -123,3 +123,13 @@ def test_abort_all_reaches_every_model(settings: Settings, store: ModelStore) ->
     error = ServerBusy("shutting down")
     models.abort_all(error)
     assert [m.aborted for m in engine.loaded] == [error, error]
+
+
+def test_the_load_guard_leaves_other_formats_to_their_engine(settings: Settings, store: ModelStore) -> None:
+    from bendi.planner.guard import choose_context, fit_check
+
+    store.update("b", details={"format": "safetensors", "context_length": 32768})
+    with pytest.raises(InsufficientMemory):
+        fit_check(store.get("a"), 2048, 1, memory_limit="1MB")
+    fit_check(store.get("b"), 2048, 1, memory_limit="1MB")  # no GGUF header to plan from: not refused
+    assert choose_context(store.get("b"), 1, memory_limit="1MB") == 8192

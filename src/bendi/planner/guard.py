@@ -34,8 +34,16 @@ def _gb(n: float) -> str:
     return f"{n / GB:.1f} GB" if n >= GB else f"{n / 1e6:.0f} MB"
 
 
+def _planned_here(record: ModelRecord) -> bool:
+    # The memory model reads a GGUF header; an engine for other formats (vLLM over safetensors)
+    # sizes its own memory (--gpu-memory-utilization), so the guard stays out of its way.
+    return str(record.details.get("format", "gguf")) == "gguf"
+
+
 def fit_check(record: ModelRecord, ctx: int, slots: int, *, memory_limit: str | None = None) -> None:
     """Raise InsufficientMemory when `record` at `ctx` x `slots` will not fit in memory."""
+    if not _planned_here(record):
+        return
     model, weights = _model(record)
     est = estimate(model.shape, weights, ctx, slots)
     have = memory_available(memory_limit)
@@ -74,6 +82,8 @@ def best_alternative(model: CatalogModel, weights: int, ctx: int, slots: int, ha
 
 def choose_context(record: ModelRecord, slots: int, *, memory_limit: str | None = None) -> int:
     """The context length per sequence to use when the user asked for none."""
+    if not _planned_here(record):
+        return min(int(record.details.get("context_length") or MIN_CTX), CPU_CTX_CAP)
     model, weights = _model(record)
     native = model.native_context
     budget = memory_available(memory_limit) * (1 - SAFETY_MARGIN)
