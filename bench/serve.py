@@ -233,8 +233,10 @@ def start_server(name: str, home: Path, cfg: dict[str, Any]) -> Any:
         from bendi.store import ModelStore
 
         ModelStore(home / "models").import_file(cfg["model_path"], MODEL)
+    # A fixed thread count is passed on; otherwise bendi tunes its threads itself.
+    env = {"BENDI_THREADS": str(cfg["threads"])} if cfg["fixed_threads"] else None
     return ServerProcess(
-        home, "--slots", slots, "--ctx", str(cfg["ctx"]), "--preload", MODEL,
+        home, "--slots", slots, "--ctx", str(cfg["ctx"]), "--preload", MODEL, env=env,
     ).wait_ready()
 
 
@@ -345,6 +347,9 @@ def main() -> None:
     ap.add_argument("--quantize", metavar="TYPE",
                     help="serve a copy of the bundled model re-quantized to TYPE (e.g. q8_0), "
                          "made with llama.cpp's quantizer as `bendi create --quantize` does")
+    ap.add_argument("--threads", type=int,
+                    help="llama.cpp threads for every server (default: bendi's default; on a machine "
+                         "busy with other work, fewer threads than cores measure more steadily)")
     ap.add_argument("--out", type=Path, help="default bench/results/serve.json (serve-TYPE.json)")
     args = ap.parse_args()
     out = args.out or RESULTS / (f"serve-{args.quantize}.json" if args.quantize else "serve.json")
@@ -375,7 +380,8 @@ def main() -> None:
         "ctx": args.ctx,
         # bendi serve uses default_threads(); llama_cpp.server is given the same number
         # (its own default is half the logical CPUs).
-        "threads": default_threads(),
+        "threads": args.threads or default_threads(),
+        "fixed_threads": args.threads is not None,
         "max_tokens": args.max_tokens or (64 if args.quick else 128),
         "per_slot": args.per_slot or (1 if args.quick else 2),
         "concurrency": concurrency,
