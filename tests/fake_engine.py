@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from bendi.config import Settings
@@ -58,7 +58,7 @@ class FakeModel(BlockingGenerate):
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
         return [ord(c) for c in text]
 
-    async def agenerate(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def agenerate(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         if self.closed:
             raise ServerBusy(f"model {self.name} is unloading; retry the request")
         self.requests.append(request)

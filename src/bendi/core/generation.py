@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -176,9 +177,11 @@ class GenerationService:
             tracker.load_seconds = time.perf_counter() - started
             held.loaded = loaded
             try:
-                async for event in loaded.model.agenerate(build(loaded)):
-                    tracker.event(event)
-                    yield event
+                # closing the engine's generator cancels the request there if it is still running
+                async with contextlib.aclosing(loaded.model.agenerate(build(loaded))) as events:
+                    async for event in events:
+                        tracker.event(event)
+                        yield event
             finally:
                 self.models.release(loaded, keep_alive)
 
@@ -190,9 +193,10 @@ class GenerationService:
             tracker.load_seconds = time.perf_counter() - started
             held.loaded = loaded
             try:
-                for event in loaded.model.generate(build(loaded)):
-                    tracker.event(event)
-                    yield event
+                with contextlib.closing(loaded.model.generate(build(loaded))) as events:
+                    for event in events:
+                        tracker.event(event)
+                        yield event
             finally:
                 self.models.release(loaded, keep_alive)
 

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -76,14 +76,14 @@ class LoadedModel(Protocol):
     slots: int
     capabilities: Capabilities
 
-    def agenerate(self, request: ChatRequest) -> AsyncIterator[Event]:
-        """Events of one request: deltas, then one Done; closing the iterator cancels it. Errors
+    def agenerate(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
+        """Events of one request: deltas, then one Done; closing the generator cancels it. Errors
         the engine can see before it starts (template, prompt too long, queue full) raise on the
         first iteration as bendi errors."""
         ...
 
-    def generate(self, request: ChatRequest) -> Iterator[Event]:
-        """The blocking form of `agenerate`; closing the iterator cancels the request."""
+    def generate(self, request: ChatRequest) -> Generator[Event, None, None]:
+        """The blocking form of `agenerate`; closing the generator cancels the request."""
         ...
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
@@ -165,10 +165,10 @@ class BlockingGenerate:
     private event loop in a helper thread, the events come back through a queue, and closing the
     iterator cancels the request there."""
 
-    def agenerate(self, request: ChatRequest) -> AsyncIterator[Event]:
+    def agenerate(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         raise NotImplementedError
 
-    def generate(self, request: ChatRequest) -> Iterator[Event]:
+    def generate(self, request: ChatRequest) -> Generator[Event, None, None]:
         items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         closed = threading.Event()
         running: dict[str, Any] = {}

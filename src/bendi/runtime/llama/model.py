@@ -12,7 +12,7 @@ import collections
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from pathlib import Path
 
 import llama_cpp
@@ -187,7 +187,7 @@ class LlamaModel:
         finally:
             stream.cancel()
 
-    async def agenerate(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def agenerate(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         """Async form of `generate`; cancelling the consumer cancels the sequence."""
         loop = asyncio.get_running_loop()
         # Events land in a plain deque; the event loop is woken at most once per batch of them,
