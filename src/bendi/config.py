@@ -28,7 +28,8 @@ class Settings:
     home: Path = _describe("Root of bendi's data: models, bendi.db, knowledge bases.", _default_home)
     host: str = _describe("Address the server binds; loopback unless an API key is set.", "127.0.0.1")
     port: int = _describe("Port the server listens on.", 11435)
-    api_key: str | None = _describe("Bearer key required on every route except /health.", None)
+    api_key: str | None = _describe(
+        "Bootstrap admin key (Bearer); with it every route but /health needs a credential.", None)
     ctx: int | None = _describe("Context length per sequence; None lets the planner choose.", None)
     slots: int = _describe("Concurrent sequences per loaded model (continuous batching).", 8)
     queue_size: int = _describe("Requests waiting beyond the slots before 503 is returned.", 64)

@@ -28,6 +28,132 @@ MIGRATIONS: list[Migration] = [
         settings TEXT NOT NULL DEFAULT '{}'  -- JSON: retrieval defaults for this knowledge base
     );
     """,
+    # 2: accounts, API keys, knowledge-base grants, quotas, usage, login sessions (bendi.auth)
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+        password TEXT,                   -- argon2id hash; NULL: no password login (keys only)
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE groups (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE memberships (
+        group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_id, user_id)
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,             -- the visible part of the key: bk_<id>_<secret>
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        hash TEXT NOT NULL,              -- SHA-256 of the whole key (never the key itself)
+        models TEXT,                     -- JSON list of model patterns; NULL: any model
+        knowledge_bases TEXT,            -- JSON list; NULL: every knowledge base the user may read
+        routes TEXT NOT NULL,            -- JSON list of route families
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL
+    );
+    -- kept apart from api_keys so that recording use does not look like a change of keys
+    CREATE TABLE key_last_used (
+        key_id TEXT PRIMARY KEY REFERENCES api_keys(id) ON DELETE CASCADE,
+        at REAL NOT NULL
+    );
+    CREATE TABLE kb_grants (
+        id INTEGER PRIMARY KEY,
+        knowledge_base TEXT NOT NULL REFERENCES knowledge_bases(name) ON DELETE CASCADE,
+        user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,
+        group_id INTEGER REFERENCES groups(id) ON DELETE CASCADE,
+        access TEXT NOT NULL CHECK (access IN ('read', 'write', 'owner')),
+        CHECK ((user_id IS NULL) <> (group_id IS NULL)),
+        CHECK (access <> 'owner' OR group_id IS NOT NULL)
+    );
+    CREATE UNIQUE INDEX kb_grants_user ON kb_grants(knowledge_base, user_id) WHERE user_id IS NOT NULL;
+    CREATE UNIQUE INDEX kb_grants_group ON kb_grants(knowledge_base, group_id)
+        WHERE group_id IS NOT NULL AND access <> 'owner';
+    CREATE UNIQUE INDEX kb_grants_owner ON kb_grants(knowledge_base) WHERE access = 'owner';
+    CREATE TABLE quotas (
+        subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'key')),
+        subject TEXT NOT NULL,           -- a user name or an API key id
+        requests_per_minute INTEGER,
+        tokens_per_day INTEGER,
+        PRIMARY KEY (subject_kind, subject)
+    );
+    CREATE TABLE usage (
+        day TEXT NOT NULL,               -- UTC date, YYYY-MM-DD
+        user TEXT NOT NULL,
+        key_id TEXT NOT NULL DEFAULT '', -- '' when no API key was used
+        requests INTEGER NOT NULL DEFAULT 0,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, user, key_id)
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,     -- SHA-256 of the cookie's value
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    -- bumped by every change of who may do what, so servers reload their cached view cheaply
+    CREATE TABLE auth_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+    INSERT INTO auth_version VALUES (1, 0);
+    CREATE TRIGGER users_i AFTER INSERT ON users BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER users_u AFTER UPDATE ON users BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER users_d AFTER DELETE ON users BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER groups_i AFTER INSERT ON groups BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER groups_d AFTER DELETE ON groups BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER memberships_i AFTER INSERT ON memberships BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER memberships_d AFTER DELETE ON memberships BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER api_keys_i AFTER INSERT ON api_keys BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER api_keys_u AFTER UPDATE ON api_keys BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER api_keys_d AFTER DELETE ON api_keys BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER kb_grants_i AFTER INSERT ON kb_grants BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER kb_grants_u AFTER UPDATE ON kb_grants BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER kb_grants_d AFTER DELETE ON kb_grants BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER quotas_i AFTER INSERT ON quotas BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER quotas_u AFTER UPDATE ON quotas BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER quotas_d AFTER DELETE ON quotas BEGIN UPDATE auth_version SET version = version + 1; END;
+    CREATE TRIGGER kbs_d AFTER DELETE ON knowledge_bases BEGIN UPDATE auth_version SET version = version + 1; END;
+    """,
+    # 3: the hash-chained audit log (bendi.audit)
+    """
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,             -- microseconds since the epoch (UTC)
+        kind TEXT NOT NULL,              -- chat, completion, embedding, http, admin, auth
+        route TEXT NOT NULL,             -- the entry point: "POST /v1/chat/completions", "cli run"
+        action TEXT,                     -- admin and auth records: "user.add", "login", ...
+        user TEXT,
+        key_id TEXT,
+        client TEXT,
+        model TEXT,
+        knowledge_base TEXT,
+        documents TEXT NOT NULL,         -- JSON list of the documents an answer cited
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        status TEXT NOT NULL,            -- ok, error, cancelled, refused
+        code INTEGER,                    -- the HTTP status (or the error's) when there is one
+        error TEXT,
+        latency_us INTEGER NOT NULL,
+        request_id TEXT,
+        detail TEXT NOT NULL,            -- JSON object: what an admin action changed, ...
+        prompt TEXT,                     -- only while an admin has turned text recording on
+        answer TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_ts ON audit(ts);
+    CREATE INDEX audit_user ON audit(user, ts);
+    -- the chain's head and base (after pruning), each with a MAC under BENDI_HOME/audit.key
+    CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 
 #: the lock a caller guards a shared connection with (threading.Lock or RLock)

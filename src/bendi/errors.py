@@ -103,6 +103,11 @@ class TemplateError(BendiError):
 class RateLimited(BendiError):
     status, code, kind = 429, "rate_limited", "rate_limit_error"
 
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, param=param)
+        #: seconds until a retry can succeed (sent as Retry-After)
+        self.retry_after = retry_after
+
 
 class NotAvailableOffline(BendiError):
     status, code, kind = 501, "not_available_offline", "invalid_request_error"

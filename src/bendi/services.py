@@ -6,6 +6,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from bendi.audit.log import AuditLog
+from bendi.audit.writer import BackgroundWriter
+from bendi.auth.service import AuthService
 from bendi.config import Settings
 from bendi.core.embeddings import EmbeddingService
 from bendi.core.generation import GenerationService
@@ -25,6 +28,11 @@ class Services:
     kb: KnowledgeBaseService
     #: the one path every generation and embedding takes (see bendi.core)
     generation: GenerationService
+    #: accounts, keys, grants, quotas (bendi.auth) and the audit log (bendi.audit), both observers
+    #: of `generation`, so every request from every entry point is checked and recorded once
+    auth: AuthService
+    audit: AuditLog
+    writer: BackgroundWriter
 
     @classmethod
     def build(cls, settings: Settings, engines: EngineRegistry | None = None) -> Services:
@@ -38,11 +46,18 @@ class Services:
         models = ModelManager(settings, store, engines,
                               fit_check=functools.partial(fit_check, memory_limit=limit),
                               choose_ctx=functools.partial(choose_context, memory_limit=limit))
+        writer = BackgroundWriter(settings.db_path)
+        audit = AuditLog(settings.db_path, settings.home / "audit.key", writer)
+        auth = AuthService(settings.db_path, audit, writer, bootstrap_key=settings.api_key)
         observers = Observers()
+        # in this order: who may, then how much, then the record of what happened
+        observers.add(auth.access)
+        observers.add(auth.quotas)
+        observers.add(audit)
         embeddings = EmbeddingService(store, models, observers)
         kb = KnowledgeBaseService(settings, store, embeddings)
         generation = GenerationService(store, models, kb, embeddings, observers)
-        return cls(settings, store, engines, models, kb, generation)
+        return cls(settings, store, engines, models, kb, generation, auth, audit, writer)
 
     def create_model(
         self,
@@ -80,3 +95,6 @@ class Services:
     def close(self) -> None:
         self.kb.close()
         self.models.close()
+        self.writer.close()  # after the models: the last streams' records are written
+        self.auth.close()
+        self.audit.close()

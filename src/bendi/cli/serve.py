@@ -16,9 +16,9 @@ from bendi.services import Services
 
 
 @click.command()
-@click.option("--host", help="Address to bind (default 127.0.0.1; others need an API key).")
+@click.option("--host", help="Address to bind (default 127.0.0.1; others need an admin user or an API key).")
 @click.option("--port", type=int, help="Port (default 11435).")
-@click.option("--api-key", help="Require 'Authorization: Bearer KEY' (default: BENDI_API_KEY).")
+@click.option("--api-key", help="A bootstrap admin key: 'Authorization: Bearer KEY' (default: BENDI_API_KEY).")
 @click.option("--slots", type=int, help="Concurrent sequences per model (continuous batching).")
 @click.option("--ctx", "ctx_len", type=int, help="Context length per sequence.")
 @click.option("--keep-alive", help="How long idle models stay loaded (e.g. 5m, 1h, -1 forever).")
@@ -37,7 +37,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str |
         ctx=ctx_len or None,
         keep_alive=parse_keep_alive(keep_alive, shared.keep_alive) if keep_alive is not None else None,
     )
-    check_bind(settings.host, settings.api_key)
+    services = Services.build(settings)
+    try:
+        check_bind(settings.host, settings.api_key, services.auth.has_admin())
+    except BaseException:
+        services.close()
+        raise
 
     def startup(svc: Services) -> None:
         if demo:
@@ -50,7 +55,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str |
         click.echo(f"bendi serving on http://{settings.host}:{settings.port} "
                    f"(OpenAI: /v1, Ollama: /api); Ctrl-C to stop")
 
-    services = Services.build(settings)
     app = create_app(settings, services=services, on_startup=startup)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import getpass
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bendi.auth.principal import Principal
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,9 @@ class RequestContext:
     #: which API key authenticated the request (server only; None without authentication)
     api_key_id: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: what the caller may do (models, knowledge bases; see bendi.auth); None: no limits (the
+    #: person at this machine on the CLI, or a server without accounts on loopback)
+    access: Principal | None = None
 
     @classmethod
     def local(cls, route: str) -> RequestContext:

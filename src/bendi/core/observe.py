@@ -66,8 +66,10 @@ class GenerationRecord:
 
 
 class Observer(Protocol):
-    #: whether records should carry the prompt and the answer text
-    wants_text: bool
+    @property
+    def wants_text(self) -> bool:
+        """Whether records should carry the prompt and the answer text."""
+        ...
 
     def admit(self, admission: Admission) -> None:
         """Raise a bendi error to refuse the request."""

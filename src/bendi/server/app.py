@@ -14,12 +14,15 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from bendi import __version__
 from bendi.config import Settings
+from bendi.server.access import AccessGuard
+from bendi.server.admin_routes import router as admin_router
 from bendi.server.errors import install_error_handlers
 from bendi.server.kb_routes import router as kb_router
 from bendi.server.metrics import Metrics
 from bendi.server.ollama.router import router as ollama_router
 from bendi.server.openai.router import router as openai_router
-from bendi.server.security import Guard
+from bendi.server.security import Guard, is_loopback
+from bendi.server.session_routes import router as session_router
 from bendi.services import Services
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,8 @@ def create_app(settings: Settings, services: Services | None = None,
     app.include_router(openai_router)
     app.include_router(ollama_router)
     app.include_router(kb_router)
+    app.include_router(session_router)
+    app.include_router(admin_router)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -83,7 +88,10 @@ def create_app(settings: Settings, services: Services | None = None,
         # Ollama clients probe GET / before talking to the API.
         return PlainTextResponse("bendi is running (Ollama- and OpenAI-compatible API)")
 
-    app.add_middleware(Guard, api_key=settings.api_key, max_body=settings.max_request_bytes)
+    app.add_middleware(Guard, max_body=settings.max_request_bytes)
+    # outermost: a caller is identified (or refused) before anything reads the body
+    app.state.loopback = is_loopback(settings.host)
+    app.add_middleware(AccessGuard, auth=svc.auth, loopback=app.state.loopback)
     return app
 
 

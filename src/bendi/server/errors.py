@@ -7,6 +7,7 @@ Ollama routes (/api/...) answer `{"error": "..."}`. Mid-stream errors become a f
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,11 +36,19 @@ def error_body(path: str, exc: BendiError) -> dict[str, Any]:
     return ollama_error_body(exc) if is_ollama_path(path) else openai_error_body(exc)
 
 
-def error_response(request: Request, exc: BendiError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+def error_headers(exc: BendiError) -> dict[str, str]:
+    """Headers an error response carries: Retry-After for 429 and 503, WWW-Authenticate for 401."""
+    if exc.status in (429, 503):
+        wait = getattr(exc, "retry_after", None)
+        return {"Retry-After": str(max(1, math.ceil(wait))) if wait is not None else "1"}
     if exc.status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
-    return JSONResponse(error_body(request.url.path, exc), status_code=exc.status, headers=headers)
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
+def error_response(request: Request, exc: BendiError) -> JSONResponse:
+    return JSONResponse(error_body(request.url.path, exc), status_code=exc.status,
+                        headers=error_headers(exc) or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -87,4 +87,5 @@ def caller(request: Request) -> RequestContext:
         route=f"{request.method} {path}",
         client=request.client.host if request.client else None,
         api_key_id=state.get("api_key_id"),
+        access=state.get("access"),
     )

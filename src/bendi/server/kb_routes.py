@@ -23,6 +23,7 @@ from bendi.errors import BendiError, InvalidRequest
 from bendi.kb.answer import citations
 from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.types import Done, ReasoningDelta, TextDelta
+from bendi.server.access import visible
 from bendi.server.body import parse_body
 from bendi.server.errors import openai_error_body
 from bendi.server.http import caller, ndjson, ndjson_response, services
@@ -67,7 +68,9 @@ async def create_kb(request: Request) -> Any:
 
 @router.get("")
 async def list_kbs(request: Request) -> Any:
-    return {"knowledge_bases": await asyncio.to_thread(_kb(request).list_all)}
+    infos = await asyncio.to_thread(_kb(request).list_all)
+    readable = set(visible(request.scope, [i["name"] for i in infos]))  # the others do not exist for the caller
+    return {"knowledge_bases": [i for i in infos if i["name"] in readable]}
 
 
 @router.get("/{name}")

@@ -13,6 +13,7 @@ from bendi import __version__
 from bendi.core.collect import acollect
 from bendi.errors import InvalidRequest, UnsupportedParameter
 from bendi.runtime.manager import parse_keep_alive
+from bendi.server.access import usable
 from bendi.server.body import parse_body
 from bendi.server.http import NDJSON_MEDIA, caller, ndjson, ndjson_response, services
 from bendi.server.ollama import protocol as p
@@ -92,7 +93,9 @@ async def embeddings(request: Request) -> Any:
 
 @router.get("/tags")
 async def tags(request: Request) -> Any:
-    return {"models": [serving.tag_entry(r) for r in services(request).store.list()]}
+    records = services(request).store.list()
+    allowed = set(usable(request.scope, [str(r.name) for r in records]))
+    return {"models": [serving.tag_entry(r) for r in records if str(r.name) in allowed]}
 
 
 @router.post("/show")

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from bendi.core.collect import acollect
 from bendi.core.generation import DEFAULT_ANSWER_MODEL, Run, knowledge_base_of
 from bendi.errors import InvalidRequest
+from bendi.server.access import usable
 from bendi.server.body import parse_body
 from bendi.server.http import caller, services, sse_response
 from bendi.server.openai import serving
@@ -79,6 +80,8 @@ async def embeddings(request: Request) -> Any:
 @router.get("/models")
 async def list_models(request: Request) -> Any:
     records = services(request).store.list()
+    allowed = set(usable(request.scope, [str(r.name) for r in records]))
+    records = [r for r in records if str(r.name) in allowed]
     return {"object": "list", "data": [
         {"id": str(r.name), "object": "model", "created": int(r.modified), "owned_by": "bendi"}
         for r in records
