@@ -44,9 +44,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bendi.cli import chat, doctor, kb, models, serve, transfer
+    from bendi.cli import access, accounts, audit, chat, doctor, kb, models, serve, transfer
 
-    for module in (models, chat, serve, doctor, kb, transfer):
+    for module in (models, chat, serve, doctor, kb, transfer, accounts, access, audit):
         module.register(cli)
 
 
