@@ -26,11 +26,14 @@ FIELDS = ("seq", "ts", "kind", "route", "action", "user", "key_id", "client", "m
 GENESIS = "0" * 64
 
 
+#: one encoder, made once (json.dumps with arguments builds a new one per call)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(row: Mapping[str, Any]) -> bytes:
     """The bytes a record's hash is computed over: a JSON object of FIELDS, keys sorted, no
     whitespace, UTF-8. Every value is a string, an integer or null, so this is exact."""
-    return json.dumps({f: row[f] for f in FIELDS}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode({f: row[f] for f in FIELDS}).encode("utf-8")
 
 
 def record_hash(row: Mapping[str, Any]) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bendi import db
-from bendi.audit.chain import GENESIS, Anchor, Verification, anchor_mac, record_hash, verify
+from bendi.audit.chain import FIELDS, GENESIS, Anchor, Verification, anchor_mac, record_hash, verify
 from bendi.audit.writer import BackgroundWriter
 from bendi.core.context import RequestContext
 from bendi.core.observe import Admission, GenerationRecord
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 COLUMNS = ("seq", "ts", "time", "kind", "route", "action", "user", "key_id", "client", "model",
            "knowledge_base", "documents", "prompt_tokens", "completion_tokens", "status", "code", "error",
            "latency_us", "request_id", "detail", "prompt", "answer", "prev_hash", "hash")
+_INSERT_COLUMNS = (*FIELDS, "hash")
+_INSERT = f"INSERT INTO audit({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 #: how long the "record text" setting is cached (it is changed by an admin, possibly elsewhere)
 SETTING_TTL = 2.0
 
@@ -89,8 +91,13 @@ class AuditEntry:
         return row
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    if not value:  # most records: no documents, no detail
+        return "[]" if isinstance(value, list) else "{}" if isinstance(value, dict) else _ENCODER.encode(value)
+    return _ENCODER.encode(value)
 
 
 class AuditLog:
@@ -185,12 +192,13 @@ class AuditLog:
         """Number, chain and insert `entries`, then move the signed head (inside a transaction)."""
         head = _anchor(conn, "head") or _anchor(conn, "base") or Anchor(0, GENESIS)
         seq, prev = head.seq, head.digest
+        values = []
         for entry in entries:
             seq += 1
             row = entry.row(seq, prev)
-            conn.execute(f"INSERT INTO audit({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                         tuple(row.values()))
+            values.append(tuple(row[c] for c in _INSERT_COLUMNS))
             prev = row["hash"]
+        conn.executemany(_INSERT, values)
         _set_anchor(conn, "head", Anchor(seq, prev, anchor_mac(self.key(), "head", seq, prev)))
 
     def head(self) -> Anchor:
