@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/kb.py
 	$(BIN)/python bench/pull.py
+	$(BIN)/python bench/auth.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
