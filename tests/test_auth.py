@@ -293,3 +293,20 @@ def test_a_department_is_set_up_from_the_cli(settings: Settings, tmp_path: Path)
     usage = json.loads(bendi("usage", "--by", "key", "--json"))
     assert [(u["user"], u["key_id"], u["requests"]) for u in usage] == [("robot", key.split("_")[1], 1)]
     assert "audit log verified" in bendi("audit", "verify")
+
+
+def test_the_cli_is_not_limited_but_counted(dept: Department) -> None:
+    from bendi.core.context import RequestContext
+    from bendi.runtime.types import ChatRequest
+
+    local = RequestContext.local("cli run")
+    d = dept.services.auth.directory
+    d.add_user(local.principal, password="local-password", actor=CLI)
+    d.set_quota(user=local.principal, requests_per_minute=0, actor=CLI)
+    _, key = d.create_key(local.principal, actor=CLI)
+    over_http = dept.client.post("/v1/chat/completions", json=chat(), headers={"Authorization": f"Bearer {key}"})
+    assert over_http.status_code == 429
+    run = dept.services.generation.generate(ChatRequest(model=MODEL, messages=chat()["messages"]), local)
+    assert "".join(getattr(e, "text", "") for e in run.events) == "hello there"
+    [row] = dept.services.auth.quotas.usage(user=local.principal)
+    assert row["requests"] == 1

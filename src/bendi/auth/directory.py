@@ -131,6 +131,10 @@ class Directory:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._snapshot: Snapshot | None = None
+        # requests read through their own connection and lock, so they never wait behind an admin
+        # change that waits for SQLite's write lock
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
 
     def db(self) -> sqlite3.Connection:
         with self._lock:
@@ -138,21 +142,39 @@ class Directory:
                 self._conn = db.connect(self.db_path)
             return self._conn
 
+    def read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """One query for a request (authentication), on the reading connection."""
+        with self._read_lock:
+            return self._reading().execute(sql, args).fetchall()
+
+    def _reading(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = db.connect(self.db_path)
+        return self._reader
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     # -- the cached view -----------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         """The current view; one indexed read when nothing changed since the last call."""
-        with self._lock:
-            conn = self.db()
+        with self._read_lock:
+            conn = self._reading()
             version = int(conn.execute("SELECT version FROM auth_version").fetchone()[0])
             if self._snapshot is None or self._snapshot.version != version:
-                self._snapshot = self._load(conn, version)
+                conn.execute("BEGIN")  # one consistent view of every table
+                try:
+                    self._snapshot = self._load(conn, version)
+                finally:
+                    conn.execute("COMMIT")
             return self._snapshot
 
     @staticmethod

@@ -84,7 +84,10 @@ class Quotas:
 
     def check(self, context: RequestContext) -> None:
         """Admit one request of `context`'s caller, or raise RateLimited; an admitted request
-        counts against the per-minute limits."""
+        counts against the per-minute limits. Callers without a principal (the CLI, a server
+        without accounts) are not limited."""
+        if context.access is None:
+            return
         limits = [(s, q) for s in self.subjects(context)
                   if (q := self.snapshot().quotas.get((s.kind, s.name))) is not None]
         if not limits:

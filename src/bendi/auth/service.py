@@ -191,9 +191,9 @@ class AuthService:
 
     def session(self, token: str) -> Session | None:
         """The live session a cookie's value opens, or None."""
-        with self.directory._lock:
-            row = self.directory.db().execute(
-                "SELECT user_id, csrf, expires_at FROM sessions WHERE token_hash = ?", (sha256(token),)).fetchone()
+        rows = self.directory.read("SELECT user_id, csrf, expires_at FROM sessions WHERE token_hash = ?",
+                                   (sha256(token),))
+        row = rows[0] if rows else None
         if row is None or row["expires_at"] <= time.time():
             return None
         snap = self.snapshot()
