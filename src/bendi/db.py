@@ -154,6 +154,20 @@ MIGRATIONS: list[Migration] = [
     -- the chain's head and base (after pruning), each with a MAC under BENDI_HOME/audit.key
     CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 3: the web console's chat history, per user (bendi/conversations.py)
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,             -- the user's name ('anonymous' in single-user mode)
+        title TEXT NOT NULL,
+        model TEXT NOT NULL DEFAULT '',  -- a model name or kb:<name>
+        settings TEXT NOT NULL DEFAULT '{}',  -- JSON: system prompt, temperature, ...
+        messages TEXT NOT NULL DEFAULT '[]',  -- JSON list of {role, content, ...}
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX conversations_owner ON conversations(owner, updated_at DESC);
+    """,
 ]
 
 #: the lock a caller guards a shared connection with (threading.Lock or RLock)

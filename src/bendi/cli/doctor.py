@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from bendi.cli.common import echo_json, human_bytes, services, table
 from bendi.config import Settings
-from bendi.errors import BendiError, ModelNotFound
 from bendi.planner import hardware
-from bendi.planner.catalog import CatalogModel, from_gguf, load_catalog
+from bendi.planner.catalog import CatalogModel
+from bendi.planner.inventory import hardware_dict, models_to_plan
 from bendi.planner.machine import Hardware, parse_gpus, parse_size, this_machine
 from bendi.planner.plan import ModelPlan, plan_models
 
@@ -77,26 +75,7 @@ def build_hardware(settings: Settings, gpus: str | None, ram: str | None, *, mea
 
 
 def _models(ctx: click.Context, name: str | None) -> list[tuple[CatalogModel, str]]:
-    catalog = load_catalog()
-    if name:
-        matches = [(m, "catalog") for m in catalog if m.matches(name)]
-        if matches:
-            return matches
-        store = services(ctx).store
-        try:
-            record = store.get(name)
-        except ModelNotFound:
-            known = ", ".join(m.name for m in catalog)
-            raise ModelNotFound(f"model {name!r} is neither installed nor in the catalog ({known})",
-                                param="model") from None
-        return [(from_gguf(str(record.name), record.gguf()), "store")]
-    models = [(m, "catalog") for m in catalog]
-    for record in services(ctx).store.list():
-        try:
-            models.append((from_gguf(str(record.name), record.gguf()), "store"))
-        except BendiError:
-            continue  # a broken file is `bendi list`'s business, not the planner's
-    return models
+    return models_to_plan(services(ctx).store, name)
 
 
 def _speed(plan: ModelPlan) -> str:
@@ -125,7 +104,7 @@ def plan(ctx: click.Context, model: str | None, ctx_len: int | None, slots: int,
     hw = build_hardware(settings, gpus, ram)
     plans = plan_models(_models(ctx, model), hw, ctx_len, slots)
     if as_json:
-        echo_json({"schema": SCHEMA_VERSION, "hardware": _hardware_dict(hw),
+        echo_json({"schema": SCHEMA_VERSION, "hardware": hardware_dict(hw),
                    "models": [p.to_dict() for p in plans]})
         return
     click.echo(_hardware_line(hw))
@@ -156,18 +135,6 @@ def plan(ctx: click.Context, model: str | None, ctx_len: int | None, slots: int,
     click.echo("\nSpeeds are rough estimates: bytes read per token (weights + a full KV cache) / memory "
                "bandwidth (a one-thread copy on CPU, a datasheet figure on GPU)."
                + ("  * = installed model, planned from its GGUF header." if any(p.source == "store" for p in plans) else ""))
-
-
-def _hardware_dict(hw: Hardware) -> dict[str, Any]:
-    return {
-        "origin": hw.origin,
-        "ram": hw.ram,
-        "ram_budget": hw.ram_budget,
-        "cpu_bandwidth": hw.cpu_bandwidth,
-        "gpu_offload": hw.gpu_offload,
-        "gpus": [{"name": g.name, "memory": g.memory, "bandwidth": g.bandwidth, "unified": g.unified}
-                 for g in hw.gpus],
-    }
 
 
 def _hardware_line(hw: Hardware) -> str:
