@@ -439,13 +439,6 @@ def test_shutdown_ends_long_streams_with_an_error_event(tmp_path: Path) -> None:
     assert code_holder == [0]
 
 
-def test_web_ui_is_served(server: ServerProcess) -> None:
-    page = httpx.get(server.url + "/ui")
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert "/v1/chat/completions" in page.text  # the page talks to the server's own API only
-    assert "http://" not in page.text.replace("http://127.0.0.1", "")  # no outside resources
-
-
 def test_openai_usage_reports_cached_prompt_tokens(oai: openai.OpenAI) -> None:
     messages = [{"role": "system", "content": "You answer in one short sentence."},
                 {"role": "user", "content": "Name a colour of the sky."}]

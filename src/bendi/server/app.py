@@ -6,19 +6,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from bendi import __version__
 from bendi.config import Settings
 from bendi.server.access import AccessGuard
 from bendi.server.admin_routes import router as admin_router
+from bendi.conversations import ConversationStore
+from bendi.server.console_routes import Assets
+from bendi.server.console_routes import router as console_router
+from bendi.server.conversation_routes import router as conversation_router
 from bendi.server.errors import install_error_handlers
 from bendi.server.kb_routes import router as kb_router
 from bendi.server.metrics import Metrics
+from bendi.server.model_routes import router as model_router
 from bendi.server.ollama.router import router as ollama_router
 from bendi.server.openai.router import router as openai_router
 from bendi.server.security import Guard, is_loopback
@@ -46,6 +49,7 @@ def create_app(settings: Settings, services: Services | None = None,
             reaper.cancel()
             # Loaded models let their running streams finish (bounded by the engine's close timeout).
             await asyncio.to_thread(svc.close)
+            conversations.close()
 
     app = FastAPI(title="bendi", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     svc = services or Services.build(settings)
@@ -59,6 +63,12 @@ def create_app(settings: Settings, services: Services | None = None,
     app.include_router(kb_router)
     app.include_router(session_router)
     app.include_router(admin_router)
+    # the web console: its page and files, and the JSON it needs beyond the APIs above
+    app.state.console_assets = Assets()
+    app.state.conversations = conversations = ConversationStore(settings.db_path)
+    app.include_router(console_router)
+    app.include_router(conversation_router)
+    app.include_router(model_router)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -76,17 +86,6 @@ def create_app(settings: Settings, services: Services | None = None,
     @app.get("/metrics")
     async def render_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/ui")
-    async def web_ui() -> Response:
-        page = resources.files("bendi.web").joinpath("index.html").read_text(encoding="utf-8")
-        return HTMLResponse(page)
-
-    @app.get("/")
-    @app.head("/")
-    async def root() -> Response:
-        # Ollama clients probe GET / before talking to the API.
-        return PlainTextResponse("bendi is running (Ollama- and OpenAI-compatible API)")
 
     app.add_middleware(Guard, max_body=settings.max_request_bytes)
     # outermost: a caller is identified (or refused) before anything reads the body
