@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.bendi-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 11435
 
-.PHONY: install run test lint bench clean
+.PHONY: install browser run test lint bench clean
 
 # pip keeps the compiled llama-cpp-python wheel in its cache and skips it when already
 # installed, so only the very first install pays the ~6 minute compile.
@@ -23,7 +23,17 @@ install: $(STAMP)
 run: install
 	$(BIN)/bendi serve --host $(HOST) --port $(PORT) --demo
 
-test: install
+# The console's browser tests (tests/test_console_browser.py) drive Debian's Chromium, never a
+# downloaded browser; a Chinese font makes the screenshots readable.
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if ! test -x $(CHROMIUM) || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
+		echo "installing Debian's chromium and a Chinese font for the console's browser tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-microhei; \
+	fi
+
+test: install browser
 	$(BIN)/pytest
 
 lint: install

@@ -114,7 +114,7 @@ function build(root) {
   const conv = state.conv;
   const picker = h("select", {id: "model", class: "model-picker", "aria-label": t("chat.model"), onchange: (e) => setModel(e.target.value)});
   const models = h("optgroup", {label: t("chat.models")}, state.models.map((m) => h("option", {value: m, text: m})));
-  const kbs = h("optgroup", {label: t("chat.knowledgeBases")}, state.kbs.map((k) => h("option", {value: KB + k, text: `📚 ${k}`})));
+  const kbs = h("optgroup", {label: t("chat.knowledgeBases")}, state.kbs.map((k) => h("option", {value: KB + k, text: k})));
   picker.append(models);
   if (state.kbs.length) picker.append(kbs);
   if (conv.model && ![...picker.options].some((o) => o.value === conv.model)) {

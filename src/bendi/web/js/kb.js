@@ -218,7 +218,7 @@ async function documentTable(name, canWrite, refresh) {
   const {documents, failures} = await get(`/kb/${encodeURIComponent(name)}/documents`);
   if (!documents.length && !(failures && failures.length)) return emptyState("file", t("kb.noDocs"), canWrite ? t("kb.noDocsHint") : null);
   const rows = documents.map((d) => h("tr", {},
-    h("td", {class: "doc-name-cell"}, icon("file", 14), h("span", {text: d.name, title: d.title || d.name})),
+    h("td", {}, h("span", {class: "doc-name-cell"}, icon("file", 14), h("span", {text: d.name, title: d.title || d.name}))),
     h("td", {class: "hide-sm", text: (d.format || "").toUpperCase()}),
     h("td", {class: "num hide-sm", text: d.pages ? number(d.pages) : "–"}),
     h("td", {class: "num", text: number(d.n_chunks)}),
@@ -233,7 +233,7 @@ async function documentTable(name, canWrite, refresh) {
       } catch (err) { toast(err.message, "error"); }
     }, {cls: "btn-ghost btn-xs", iconOnly: true}) : null)));
   const out = [h("div", {class: "table-wrap"}, h("table", {class: "table", id: "documents"},
-    h("thead", {}, h("tr", {}, [t("kb.docName"), t("kb.format"), t("kb.pages"), t("kb.chunks"), t("kb.size"), t("kb.addedAt"), ""]
+    h("thead", {}, h("tr", {}, [t("kb.docName"), t("kb.format"), t("kb.pages"), t("kb.passages"), t("kb.size"), t("kb.addedAt"), ""]
       .map((c, k) => h("th", {class: [1, 2, 4, 5].includes(k) ? "hide-sm" : undefined, text: c})))),
     h("tbody", {}, rows)))];
   if (failures && failures.length) {

@@ -179,7 +179,7 @@ export function inline(text, opts) {
     if (c === "\n") { flush(); out.push(h("br")); i++; continue; }
     if (c === "`" && (m = at(CODE, text, i))) {
       flush(); out.push(h("code", {class: "md-code", text: m[2].replace(/^ (.*) $/, "$1")}));
-    } else if ((c === "*" || c === "_") && (m = at(STRONG, text, i)) && !(c === "_" && /\w/.test(text[i - 1] || ""))) {
+    } else if ((c === "*" || c === "_") && (m = at(STRONG, text, i)) && !(c === "_" && intraword(text, i, m[0].length))) {
       flush(); out.push(h("strong", {}, inline(m[2], opts)));
     } else if ((c === "*" || c === "_") && (m = at(EM, text, i)) && !(c === "_" && /\w/.test(text[i - 1] || ""))) {
       flush(); out.push(h("em", {}, inline(m[2], opts)));
@@ -198,6 +198,11 @@ export function inline(text, opts) {
   }
   flush();
   return out;
+}
+
+/** `_` inside a word (snake_case, __init__, window.__x) is not emphasis. */
+function intraword(text, i, length) {
+  return /\w/.test(text[i - 1] || "") || /\w/.test(text[i + length] || "");
 }
 
 function citeChips(numbers, opts) {

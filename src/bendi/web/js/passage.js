@@ -29,9 +29,13 @@ function grams(text) {
   return out;
 }
 
-/** The sentence of `text` that shares most bigrams with `claim` (its length discounted). */
+const NUMBER = /\d+(?:\.\d+)?%?/g;
+
+/** The sentence of `text` that shares most bigrams with `claim` (its length discounted); a
+ * number of the claim (1.5%, 30) found in a sentence counts most, as it is what people ask about. */
 export function bestSentence(text, claim) {
   const want = grams(claim || "");
+  const numbers = new Set((claim || "").match(NUMBER) || []);
   let best = "";
   let bestScore = -1;
   for (const m of text.matchAll(SENTENCE)) {
@@ -40,6 +44,7 @@ export function bestSentence(text, claim) {
     const have = grams(sentence);
     let shared = 0;
     for (const g of have) if (want.has(g)) shared++;
+    for (const n of sentence.match(NUMBER) || []) if (numbers.has(n)) shared += 4;
     const score = shared / Math.sqrt(have.size || 1);
     if (score > bestScore) { best = sentence; bestScore = score; }
   }
