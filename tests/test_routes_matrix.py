@@ -59,6 +59,15 @@ EXPECT: dict[tuple[str, str], str] = {
     ("DELETE", "/kb/{name}/documents/{document:path}"): "kb-write",
     ("POST", "/kb/{name}/search"): "kb-read",
     ("POST", "/kb/{name}/ask"): "kb-read",
+    ("GET", "/console/{name:path}"): "open",
+    ("GET", "/conversations"): "any",
+    ("POST", "/conversations"): "any",
+    ("DELETE", "/conversations"): "any",
+    ("GET", "/conversations/{conversation_id}"): "any",
+    ("PATCH", "/conversations/{conversation_id}"): "any",
+    ("DELETE", "/conversations/{conversation_id}"): "any",
+    ("GET", "/models"): "any",
+    ("POST", "/models/import"): "admin",
     ("GET", "/admin/users"): "admin",
     ("POST", "/admin/users"): "admin",
     ("GET", "/admin/users/{user}"): "admin",
@@ -141,7 +150,7 @@ def test_every_route_has_a_rule_and_an_expectation(settings: Settings) -> None:
 
 def _path(template: str, dept: Department, key_id: str) -> str:
     values = {"name": "shared", "document": "manual.md", "model": MODEL, "user": "li", "group": "mining",
-              "key_id": key_id, "knowledge_base": "shared"}
+              "key_id": key_id, "knowledge_base": "shared", "conversation_id": "none"}
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m.group(1)], template)
 
 

@@ -96,6 +96,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/kb/{name}/documents/{document:path}"): KB_WRITE_AUDITED,
     ("POST", "/kb/{name}/search"): KB_READ_AUDITED,
     ("POST", "/kb/{name}/ask"): KB_READ,
+    # the web console (server/console_routes.py): its files hold nothing secret; each caller's
+    # conversations are their own; importing a file from the server's disk is an admin's
+    ("GET", "/console/{name:path}"): OPEN,
+    ("GET", "/conversations"): ANY,
+    ("POST", "/conversations"): ANY,
+    ("DELETE", "/conversations"): ANY,
+    ("GET", "/conversations/{conversation_id}"): ANY,
+    ("PATCH", "/conversations/{conversation_id}"): ANY,
+    ("DELETE", "/conversations/{conversation_id}"): ANY,
+    ("GET", "/models"): ANY,
+    ("POST", "/models/import"): ADMIN_AUDITED,
 }
 
 

@@ -23,7 +23,7 @@ from bendi.errors import BendiError, InvalidRequest
 from bendi.kb.answer import citations
 from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.types import Done, ReasoningDelta, TextDelta
-from bendi.server.access import visible
+from bendi.server.access import caller_access, visible
 from bendi.server.body import parse_body
 from bendi.server.errors import openai_error_body
 from bendi.server.http import caller, ndjson, ndjson_response, services
@@ -70,7 +70,10 @@ async def create_kb(request: Request) -> Any:
 async def list_kbs(request: Request) -> Any:
     infos = await asyncio.to_thread(_kb(request).list_all)
     readable = set(visible(request.scope, [i["name"] for i in infos]))  # the others do not exist for the caller
-    return {"knowledge_bases": [i for i in infos if i["name"] in readable]}
+    access = caller_access(request.scope)
+    # whether the caller may add and remove documents (the console shows its drop zone then)
+    return {"knowledge_bases": [{**i, "writable": access is None or access.can_write(i["name"])}
+                                for i in infos if i["name"] in readable]}
 
 
 @router.get("/{name}")

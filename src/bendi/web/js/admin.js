@@ -245,7 +245,7 @@ async function audit() {
   }
   fill(out, h("div", {class: "filters"}, inputs), toolbar(exportLink("csv"), exportLink("jsonl"), verify),
     h("div", {class: "table-wrap"}, h("table", {class: "table", id: "audit"},
-      h("thead", {}, h("tr", {}, ["#", t("admin.time"), t("admin.userName"), t("admin.action"), t("admin.target"), t("admin.status"), "tokens"]
+      h("thead", {}, h("tr", {}, ["#", t("admin.time"), t("admin.userName"), t("admin.action"), t("admin.target"), t("admin.status"), t("admin.tokens")]
         .map((c, k) => h("th", {class: [4, 6].includes(k) ? "hide-sm" : undefined, text: c})))), tbody)), more);
   await load();
   return out;

@@ -44,12 +44,6 @@ const app = {
     const s = session.info;
     return !s || !s.authenticated ? !(s && s.auth_required) : s.role === "admin";
   },
-  /** Whether the caller may add and remove documents of knowledge base `name`. */
-  canWrite(name) {
-    if (app.canAdmin()) return true;
-    const writable = (session.info && session.info.writable) || [];
-    return writable.includes(name);
-  },
   get slot() { return shell.slot; },
 };
 

@@ -45,8 +45,12 @@ export async function kbPage(root, app, name, tab = "documents") {
   const page = h("section", {class: "page"}, head, tabBody);
   fill(root, page);
   let info;
+  let writable = app.canAdmin();
   try {
-    info = await get(`/kb/${encodeURIComponent(name)}`);
+    const [one, all] = await Promise.all([get(`/kb/${encodeURIComponent(name)}`), get("/kb")]);
+    info = one;
+    const listed = all.knowledge_bases.find((k) => k.name === name);
+    if (listed && listed.writable !== undefined) writable = listed.writable;
   } catch (err) {
     fill(tabBody, h("div", {class: "notice error"}, icon("alert", 16), h("span", {text: err.message})));
     return;
@@ -73,7 +77,7 @@ export async function kbPage(root, app, name, tab = "documents") {
     try { showInfo(await get(`/kb/${encodeURIComponent(name)}`)); } catch { /* the list shows the error */ }
   };
   if (tab === "search") searchTab(tabBody, name);
-  else documentsTab(tabBody, name, app, refreshInfo);
+  else documentsTab(tabBody, name, writable, refreshInfo);
   pollVectors(page, name, info, showInfo);
 }
 
@@ -102,7 +106,7 @@ function pollVectors(page, name, info, show) {
 
 // -- documents and uploads --------------------------------------------------------------------
 
-function documentsTab(el, name, app, refreshInfo) {
+function documentsTab(el, name, canWrite, refreshInfo) {
   const list = h("div", {class: "doc-list"});
   const uploads = h("div", {class: "uploads", id: "uploads"});
   const fileInput = h("input", {type: "file", multiple: true, hidden: true, id: "file-input",
@@ -125,7 +129,6 @@ function documentsTab(el, name, app, refreshInfo) {
     queueFiles(name, await droppedFiles(e.dataTransfer), uploads, refresh);
   });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); } });
-  const canWrite = app.canWrite(name);
   fill(el, canWrite ? drop : null, uploads, list);
   const refresh = async () => {
     await loading(list, () => documentTable(name, canWrite, refresh));
