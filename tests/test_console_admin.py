@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.browser_util import DESKTOP, PHONE, STEP_MS, browser, shoot
 from tests.server_util import ServerProcess
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, SHOTS, STEP_MS, shoot
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+__all__ = ["browser"]  # the fixture, used by the test below
 
 ADMIN, ADMIN_PASSWORD = "boss", "boss-password-1"
 MEMBER, MEMBER_PASSWORD = "li", "li-password-1"
@@ -40,17 +40,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(home).wait_ready(timeout=300)
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def new_page(browser: Any, server: ServerProcess, viewport: dict[str, int] = DESKTOP) -> Any:

@@ -19,20 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.browser_util import DESKTOP, PHONE, STEP_MS, XSS, browser, shoot
 from tests.server_util import ServerProcess
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-#: the network of a test machine is closed: without these Chromium keeps trying to reach Google
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-SHOTS = Path(__file__).parent / "output" / "console"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-XSS = "<img src=x onerror=window.__xss=1>"
-#: a generous bound for a step on a loaded 2-core machine (never a speed assertion)
-STEP_MS = 120_000
+__all__ = ["browser"]  # the fixture, used by the tests below
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("console") / "home", "--demo").wait_ready(timeout=300)
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -63,10 +42,6 @@ def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
     yield pg
     context.close()
     assert not errors, errors  # no uncaught script error on any page
-
-
-def shoot(pg: Any, name: str) -> None:
-    pg.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def phone_shot(browser: Any, server: ServerProcess, path: str, name: str, wait_for: str, locale: str = "zh-CN") -> None:

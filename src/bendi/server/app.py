@@ -12,9 +12,9 @@ from fastapi import FastAPI, Request, Response
 
 from bendi import __version__
 from bendi.config import Settings
+from bendi.conversations import ConversationStore
 from bendi.server.access import AccessGuard
 from bendi.server.admin_routes import router as admin_router
-from bendi.conversations import ConversationStore
 from bendi.server.console_routes import Assets
 from bendi.server.console_routes import router as console_router
 from bendi.server.conversation_routes import router as conversation_router
