@@ -42,10 +42,13 @@ class BendiError(Exception):
     #: OpenAI's coarse error "type" for this class.
     kind: str = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        #: seconds a client should wait before retrying (429, 503); None: the adapter's default
+        self.retry_after = retry_after
 
 
 class InvalidRequest(BendiError):

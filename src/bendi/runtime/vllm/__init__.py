@@ -1,0 +1,1 @@
+"""The vLLM engine: a supervised `vllm serve` subprocess per model, spoken to over HTTP."""

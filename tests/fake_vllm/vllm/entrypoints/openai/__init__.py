@@ -1,0 +1,1 @@
+"""A stand-in for vLLM used by the supervision tests (see api_server.py)."""
