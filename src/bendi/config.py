@@ -55,10 +55,31 @@ class Settings:
     bundle_trust: Path | None = _describe(
         "Public key file (or a directory of them): `bendi import` then accepts only bundles signed "
         "by one of these keys.", None)
+    engine: str | None = _describe(
+        "Engine preferred for models it can run (llama.cpp, vllm); None: by the model's format.", None)
+    vllm_python: str | None = _describe(
+        "Python of the environment vLLM is installed in; None: this one if it has vLLM, else the "
+        "one beside a `vllm` command on PATH (docs/gpu-servers.md).", None)
+    vllm_devices: str | None = _describe(
+        "Accelerators vLLM may use (e.g. 0,1,2,3 or 0-3); None: all it sees.", None)
+    vllm_gpu_memory_utilization: float = _describe(
+        "Share of each accelerator's memory one vLLM server takes (weights, KV cache).", 0.9)
+    vllm_tensor_parallel: int | None = _describe(
+        "Tensor-parallel size; None: the planner's layout (all devices of one node).", None)
+    vllm_nodes: int = _describe("Machines of the Ray cluster a model runs across (pipeline stages).", 1)
+    vllm_ray_address: str | None = _describe(
+        "The Ray head (host:port) when vllm_nodes > 1; `bendi cluster head` prints it.", None)
+    vllm_args: str | None = _describe("Extra `vllm serve` flags, appended last (shell syntax).", None)
+    vllm_start_timeout: float = _describe(
+        "Seconds a vLLM server may take to load its model before the start counts as failed.", 900.0)
 
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
 
     @property
     def kb_dir(self) -> Path:

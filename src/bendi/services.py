@@ -10,6 +10,7 @@ from bendi.audit.log import AuditLog
 from bendi.audit.writer import BackgroundWriter
 from bendi.auth.service import AuthService
 from bendi.config import Settings
+from bendi.errors import InvalidRequest
 from bendi.core.embeddings import EmbeddingService
 from bendi.core.generation import GenerationService
 from bendi.core.observe import Observers
@@ -69,15 +70,33 @@ class Services:
         system: str | None = None,
         template: str | None = None,
         parameters: dict[str, Any] | None = None,
+        model_format: str | None = None,
+        engine: str | None = None,
     ) -> ModelRecord:
         """`bendi create` and Ollama's /api/create: model `name` from `source`, re-quantized with
-        llama.cpp's quantizer when `quantize` is given, with other defaults where given."""
+        llama.cpp's quantizer when `quantize` is given, converted to the Hugging Face layout for
+        vLLM when `model_format` is "safetensors", with other defaults where given."""
         record = self.store.get(source)
-        fields: dict[str, Any] = {"system": system, "template": template}
+        if engine is not None and engine not in self.engines.names():
+            raise InvalidRequest(f"no engine {engine!r}; installed: {', '.join(self.engines.names())}")
+        fields: dict[str, Any] = {"system": system, "template": template, "engine": engine}
         if parameters:
             fields["parameters"] = {**record.parameters, **parameters}
         fields = {k: v for k, v in fields.items() if v is not None}
-        if not quantize:
+        if model_format not in (None, record.format, "gguf", "safetensors"):
+            raise InvalidRequest(f"unknown format {model_format!r}; use gguf or safetensors")
+        if model_format == "safetensors" and record.format == "gguf":
+            if quantize:
+                raise InvalidRequest("--quantize makes GGUF files; convert with --format alone")
+            from bendi.runtime.vllm.environment import find_python
+            from bendi.store.convert import to_huggingface
+
+            created = to_huggingface(self.store, source, name, find_python(self.settings.vllm_python),
+                                     **fields)
+        elif model_format == "gguf" and record.format != "gguf":
+            raise InvalidRequest(f"{source} is a {record.format} model; bendi converts GGUF to "
+                                 "safetensors, not back")
+        elif not quantize:
             self.store.copy(source, name)
             created = self.store.update(name, **fields) if fields else self.store.get(name)
         else:

@@ -91,18 +91,22 @@ def _speed(plan: ModelPlan) -> str:
 @click.option("--slots", type=int, default=1, show_default=True, help="Concurrent sequences.")
 @click.option("--gpus", help="Hypothetical GPUs, e.g. 4x24GB, 8xH200, 2x80GB.")
 @click.option("--ram", help="Hypothetical RAM for the model, e.g. 64GB.")
+@click.option("--nodes", type=int, default=1, show_default=True,
+              help="Machines like this one (or --gpus) in a Ray cluster: vLLM pipeline stages.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in docs/planner.md).")
 @click.pass_context
 def plan(ctx: click.Context, model: str | None, ctx_len: int | None, slots: int, gpus: str | None,
-         ram: str | None, as_json: bool) -> None:
+         ram: str | None, nodes: int, as_json: bool) -> None:
     """Which models fit here (or on --gpus/--ram), at which quantization, context and speed."""
     settings: Settings = ctx.find_root().obj
     if ctx_len is not None and ctx_len < 256:
         raise click.BadParameter("must be at least 256 tokens", param_hint="--ctx")
     if slots < 1:
         raise click.BadParameter("must be at least 1", param_hint="--slots")
+    if nodes < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--nodes")
     hw = build_hardware(settings, gpus, ram)
-    plans = plan_models(_models(ctx, model), hw, ctx_len, slots)
+    plans = plan_models(_models(ctx, model), hw, ctx_len, slots, nodes)
     if as_json:
         echo_json({"schema": SCHEMA_VERSION, "hardware": hardware_dict(hw),
                    "models": [p.to_dict() for p in plans]})
@@ -126,6 +130,9 @@ def plan(ctx: click.Context, model: str | None, ctx_len: int | None, slots: int,
             click.echo(f"\n{p.model}: vLLM {p.vllm.detail['layout']} at {p.vllm.quantization}, "
                        f"{human_bytes(p.vllm.detail['weights_per_gpu'])} weights per GPU, room for "
                        f"~{p.vllm.detail['kv_tokens_capacity']:,} tokens of KV cache\n  {p.vllm.detail['command']}")
+            if p.vllm.detail.get("bendi"):
+                click.echo(f"  bendi: {p.vllm.detail['bendi']} (after `bendi cluster head` and "
+                           f"`bendi cluster join` on the other {nodes - 1} node{'s' if nodes > 2 else ''})")
             if p.vllm_note:
                 click.echo(f"  note: {p.vllm_note}")
         elif p.vllm_note and hw.discrete_gpus and model:

@@ -44,9 +44,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bendi.cli import access, accounts, audit, chat, doctor, kb, models, serve, transfer
+    from bendi.cli import access, accounts, audit, chat, doctor, gpu, kb, models, serve, transfer
 
-    for module in (models, chat, serve, doctor, kb, transfer, accounts, access, audit):
+    for module in (models, chat, serve, doctor, kb, transfer, accounts, access, audit, gpu):
         module.register(cli)
 
 

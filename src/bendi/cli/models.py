@@ -111,8 +111,8 @@ def _number(text: str) -> Any:
 
 
 @click.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--name", "-n", help="Name to register, name[:tag] (a GGUF file needs one).")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", "-n", help="Name to register, name[:tag] (a GGUF file or model directory needs one).")
 @click.option("--system", help="Default system prompt.")
 @click.option("--template", "template_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Jinja chat template file overriding the one in the GGUF.")
@@ -124,7 +124,8 @@ def _number(text: str) -> Any:
 @click.pass_context
 def import_cmd(ctx: click.Context, file: Path, name: str | None, system: str | None, template_file: Path | None,
                params: tuple[str, ...], copy_file: bool, trust: tuple[Path, ...], force: bool) -> None:
-    """Import a GGUF model file, or a bundle written by `bendi export`, into the store."""
+    """Import a GGUF model file, a Hugging Face model directory (config.json, tokenizer,
+    *.safetensors; served by vLLM), or a bundle written by `bendi export`, into the store."""
     from bendi.store.bundle import is_bundle
 
     if is_bundle(file):
@@ -133,15 +134,21 @@ def import_cmd(ctx: click.Context, file: Path, name: str | None, system: str | N
         import_bundle_cli(ctx, file, trust, force)
         return
     if not name:
-        raise click.UsageError("Missing option '--name' / '-n' (needed to import a GGUF file).")
+        raise click.UsageError("Missing option '--name' / '-n' (needed to import a model).")
     template = template_file.read_text(encoding="utf-8") if template_file else None
-    record = services(ctx).store.import_file(
-        file, name, parameters=parse_params(params), system=system, template=template,
-        link="copy" if copy_file else "auto",
-    )
+    store = services(ctx).store
+    link = "copy" if copy_file else "auto"
+    if file.is_dir():
+        if template is not None:
+            raise InvalidRequest("--template applies to GGUF files; a model directory carries its "
+                                 "template in tokenizer_config.json or chat_template.jinja")
+        record = store.import_dir(file, name, parameters=parse_params(params), system=system, link=link)
+    else:
+        record = store.import_file(file, name, parameters=parse_params(params), system=system,
+                                   template=template, link=link)
     d = record.details
     click.echo(f"imported {record.name}: {d.get('family')} {d.get('parameter_size')} "
-               f"{d.get('quantization_level')}, {human_bytes(record.size)}")
+               f"{d.get('quantization_level')} {d.get('format', 'gguf')}, {human_bytes(record.size)}")
 
 
 @click.command("create")
@@ -152,15 +159,23 @@ def import_cmd(ctx: click.Context, file: Path, name: str | None, system: str | N
               help="Allow quantizing an already quantized model to a coarser type.")
 @click.option("--system", help="Default system prompt (default: the source's).")
 @click.option("--param", "params", multiple=True, help="Default parameter key=value (repeatable).")
+@click.option("--format", "model_format", type=click.Choice(["gguf", "safetensors"]),
+              help="safetensors: convert a GGUF model to the Hugging Face layout vLLM serves "
+                   "(runs in the vLLM environment).")
+@click.option("--engine", help="Engine that serves this model (llama.cpp, vllm); default: by format.")
 @click.pass_context
 def create(ctx: click.Context, name: str, source: str, quantize: str | None, allow_requantize: bool,
-           system: str | None, params: tuple[str, ...]) -> None:
-    """Create model NAME from another one, re-quantized or with other defaults.
+           system: str | None, params: tuple[str, ...], model_format: str | None,
+           engine: str | None) -> None:
+    """Create model NAME from another one, re-quantized, converted or with other defaults.
 
     \b
     bendi create smollm2:135m-q8_0 --from smollm2:135m --quantize q8_0
+    bendi create smollm2:135m-hf --from smollm2:135m --format safetensors
     """
     svc = services(ctx)
+    if model_format == "safetensors":
+        click.echo(f"converting {source} to safetensors with transformers (a minute or more) ...")
     if quantize:
         from bendi.runtime.quantize import check_target
 
@@ -168,7 +183,8 @@ def create(ctx: click.Context, name: str, source: str, quantize: str | None, all
         target = check_target(quantize, info, allow_requantize=allow_requantize)  # fail before saying so
         click.echo(f"quantizing {source} ({info.quantization}) to {target.upper()} ...")
     record = svc.create_model(name, source, quantize=quantize, allow_requantize=allow_requantize,
-                              system=system, parameters=parse_params(params))
+                              system=system, parameters=parse_params(params),
+                              model_format=model_format, engine=engine)
     click.echo(f"created {record.name} from {source}: {record.details.get('quantization_level')}, "
                f"{human_bytes(record.size)}")
 

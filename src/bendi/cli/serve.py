@@ -24,9 +24,11 @@ from bendi.services import Services
 @click.option("--keep-alive", help="How long idle models stay loaded (e.g. 5m, 1h, -1 forever).")
 @click.option("--demo", is_flag=True, help="Build the demo knowledge base at start.")
 @click.option("--preload", multiple=True, help="Load these models at start.")
+@click.option("--engine", help="Prefer this engine (llama.cpp, vllm) for every model it can run.")
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str | None, slots: int | None,
-          ctx_len: int | None, keep_alive: str | None, demo: bool, preload: tuple[str, ...]) -> None:
+          ctx_len: int | None, keep_alive: str | None, demo: bool, preload: tuple[str, ...],
+          engine: str | None) -> None:
     """Start the OpenAI- and Ollama-compatible server."""
     from bendi.runtime.manager import parse_keep_alive
     from bendi.server.app import create_app
@@ -34,7 +36,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_key: str |
     shared: Settings = ctx.find_root().obj
     settings = shared.replace(
         host=host or None, port=port or None, api_key=api_key or None, slots=slots or None,
-        ctx=ctx_len or None,
+        ctx=ctx_len or None, engine=engine or None,
         keep_alive=parse_keep_alive(keep_alive, shared.keep_alive) if keep_alive is not None else None,
     )
     services = Services.build(settings)

@@ -76,7 +76,7 @@ def _first_fit(options: list[Option]) -> Option | None:
 
 
 def plan_model(model: CatalogModel, hw: Hardware, ctx: int | None = None, slots: int = 1,
-               source: str = "catalog") -> ModelPlan:
+               source: str = "catalog", nodes: int = 1) -> ModelPlan:
     """Best quantization, context and placement for `model` on `hw`, with a plain verdict."""
     notes: list[str] = []
     on_gpu = bool(hw.gpus and hw.gpu_offload)
@@ -111,11 +111,12 @@ def plan_model(model: CatalogModel, hw: Hardware, ctx: int | None = None, slots:
 
     vllm, vllm_note = (None, None)
     if hw.discrete_gpus:
-        vllm, why = vllm_option(model, hw, wanted if ctx else min(model.native_context, GPU_CTX_CAP))
+        vllm, why = vllm_option(model, hw, wanted if ctx else min(model.native_context, GPU_CTX_CAP),
+                                nodes=nodes)
         vllm_note = why or None
 
     recommended = chosen
-    if vllm is not None and len(hw.discrete_gpus) > 1:
+    if vllm is not None and (len(hw.discrete_gpus) > 1 or nodes > 1 or chosen is None):
         recommended = vllm  # several GPUs: vLLM's batching and tensor parallelism serve a team better
 
     if recommended is None:
@@ -157,9 +158,9 @@ def _verdict(option: Option, default_q: str, wanted: int) -> str:
 
 
 def plan_models(models: list[tuple[CatalogModel, str]], hw: Hardware, ctx: int | None = None,
-                slots: int = 1) -> list[ModelPlan]:
-    """Plans for several (model, source) pairs."""
-    return [plan_model(m, hw, ctx, slots, source) for m, source in models]
+                slots: int = 1, nodes: int = 1) -> list[ModelPlan]:
+    """Plans for several (model, source) pairs; `nodes` machines like `hw` for vLLM."""
+    return [plan_model(m, hw, ctx, slots, source, nodes) for m, source in models]
 
 
 def estimate_for(model: CatalogModel, quant: str, ctx: int, slots: int = 1) -> MemoryEstimate:

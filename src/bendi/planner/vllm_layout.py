@@ -23,11 +23,16 @@ def valid_tp_sizes(heads: int, n_gpus: int) -> list[int]:
     return sizes
 
 
-def vllm_option(model: CatalogModel, hw: Hardware, ctx: int) -> tuple[Option | None, str]:
-    """The smallest vLLM tensor-parallel deployment that fits, or why there is none."""
+def vllm_option(model: CatalogModel, hw: Hardware, ctx: int, nodes: int = 1) -> tuple[Option | None, str]:
+    """The smallest vLLM tensor-parallel deployment that fits, or why there is none. With
+    `nodes` > 1 (a Ray cluster of machines like `hw`), tensor parallelism stays inside a node and
+    the nodes run pipeline stages: links between machines are far slower than NVLink/HCCS, and a
+    stage boundary sends one activation per token where tensor parallelism all-reduces per layer."""
     gpus = hw.discrete_gpus
     if not gpus:
         return None, "vLLM needs NVIDIA/AMD/Ascend/Moore Threads GPUs"
+    if nodes > 1:
+        gpus = gpus * nodes
     if not model.hf_sizes:
         return None, "vLLM serves safetensors checkpoints; this model is only known as a GGUF file"
     precision = "FP8" if "FP8" in model.hf_sizes else "BF16"
@@ -47,6 +52,11 @@ def vllm_option(model: CatalogModel, hw: Hardware, ctx: int) -> tuple[Option | N
     layouts = [(tp, 1) for tp in sizes]
     layouts += [(tp, len(gpus) // tp) for tp in reversed(sizes)
                 if tp * (len(gpus) // tp) == len(gpus) and len(gpus) // tp > 1]
+    if nodes > 1:
+        per_node = len(gpus) // nodes
+        sizes = valid_tp_sizes(shape.heads, per_node)
+        # each node a stage (or several, when the heads forbid filling a node with one TP group)
+        layouts = [(tp, nodes * (per_node // tp)) for tp in reversed(sizes)]
     for tp, pp in layouts:
         ranks = tp * pp
         free_for_kv = per_gpu - weights / ranks - VLLM_RESERVE
@@ -57,9 +67,10 @@ def vllm_option(model: CatalogModel, hw: Hardware, ctx: int) -> tuple[Option | N
             # ranks of one pipeline stage read their shards in parallel; stages run in turn
             speed = tp * bw / active if bw else None
             capacity = int(free_for_kv * pp / kv_per_token(tp))
-            layout = f"TP={tp}" + (f" x PP={pp}" if pp > 1 else "")
+            layout = f"TP={tp}" + (f" x PP={pp}" if pp > 1 else "") + (f" over {nodes} nodes" if nodes > 1 else "")
             command = (f"vllm serve {model.hf_repo} --tensor-parallel-size {tp}"
                        + (f" --pipeline-parallel-size {pp}" if pp > 1 else "")
+                       + (" --distributed-executor-backend ray" if nodes > 1 else "")
                        + f" --max-model-len {ctx} --gpu-memory-utilization {VLLM_GPU_UTILIZATION}"
                        + " --reasoning-parser deepseek_r1"
                        + (" --trust-remote-code" if shape.mla_latent else ""))
@@ -67,9 +78,12 @@ def vllm_option(model: CatalogModel, hw: Hardware, ctx: int) -> tuple[Option | N
                             int(per_gpu), speed, tensor_parallel=tp, pipeline_parallel=pp,
                             detail={"layout": layout, "weights_per_gpu": int(weights / ranks),
                                     "kv_tokens_capacity": capacity, "command": command,
-                                    "valid_tp_sizes": sizes})
+                                    "valid_tp_sizes": sizes, "nodes": nodes,
+                                    "bendi": (f"BENDI_VLLM_NODES={nodes} BENDI_VLLM_TENSOR_PARALLEL={tp} "
+                                              "BENDI_VLLM_RAY_ADDRESS=<head>:6379 bendi serve")
+                                    if nodes > 1 else None})
             note = ""
-            if tp * pp < len(gpus):
+            if tp * pp < len(gpus) and nodes == 1:
                 note = (f"uses {tp * pp} of {len(gpus)} GPUs; run {len(gpus) // (tp * pp)} replicas "
                         "behind one endpoint for more throughput")
             return option, note

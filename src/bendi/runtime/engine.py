@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from bendi.config import Settings
 from bendi.errors import BendiError, EngineError
 from bendi.runtime.types import ChatRequest, Event
 from bendi.store import ModelRecord
@@ -63,6 +64,8 @@ class LoadOptions:
     prompt_cache: bool = True
     template: str | None = None  # overrides the chat template in the model file
     extra: dict[str, Any] = field(default_factory=dict)
+    #: all the settings, for what only one engine reads (the vLLM environment, its devices)
+    settings: Settings | None = None
 
 
 class LoadedModel(Protocol):
@@ -133,12 +136,19 @@ class EngineRegistry:
     def names(self) -> list[str]:
         return list(self._engines)
 
-    def for_record(self, record: ModelRecord) -> Engine:
+    def for_record(self, record: ModelRecord, prefer: str | None = None) -> Engine:
+        """The engine the model's manifest names, else `prefer` (`bendi serve --engine`) when it
+        can run the model, else the first engine that can."""
         wanted = record.manifest.get("engine")
         if wanted:
             if wanted not in self._engines:
                 raise EngineError(f"model {record.name} needs engine {wanted!r}, which is not installed")
             return self._engines[wanted]
+        if prefer is not None:
+            if prefer not in self._engines:
+                raise EngineError(f"engine {prefer!r} is not installed; installed: {', '.join(self._engines)}")
+            if self._engines[prefer].accepts(record):
+                return self._engines[prefer]
         for engine in self._engines.values():
             if engine.accepts(record):
                 return engine

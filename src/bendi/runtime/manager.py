@@ -116,7 +116,7 @@ class ModelManager:
             if self.fit_check is not None and not self.settings.force:
                 self.fit_check(record, want_ctx, self.settings.slots)
             self._make_room()
-            engine = self.engines.for_record(record)
+            engine = self.engines.for_record(record, self.settings.engine)
             started = time.monotonic()
             model = engine.load(record, self.load_options(record, want_ctx))
             log.info("loaded %s in %.2fs", key, time.monotonic() - started)
@@ -138,6 +138,7 @@ class ModelManager:
             gpu_layers=self.settings.gpu_layers,
             queue_size=self.settings.queue_size,
             template=record.manifest.get("template"),
+            settings=self.settings,
         )
 
     def _default_ctx(self, record: ModelRecord) -> int:

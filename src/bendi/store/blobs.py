@@ -68,6 +68,19 @@ def sweep_blobs(blobs: Path, used: set[str]) -> None:
             blob.unlink()
 
 
+def sweep_trees(trees: Path, used: set[str]) -> None:
+    """Delete model trees (directories of links) no manifest uses."""
+    if not trees.is_dir():
+        return
+    for tree in trees.iterdir():
+        unused = tree.name.startswith("sha256-") and tree.name not in used
+        abandoned = tree.name.startswith(".partial-") and not pid_alive(tree.name.split("-")[1])
+        if (unused or abandoned) and tree.is_dir():
+            for link in tree.iterdir():
+                link.unlink()
+            tree.rmdir()
+
+
 def pid_alive(text: str) -> bool:
     try:
         os.kill(int(text), 0)

@@ -42,8 +42,27 @@ class ModelRecord:
     def gguf(self) -> GGUFInfo:
         return read_gguf(self.path)
 
+    @property
+    def format(self) -> str:
+        """"gguf" (one file) or "safetensors" (a Hugging Face layout directory)."""
+        return str(self.details.get("format", "gguf"))
+
     def facts(self) -> dict[str, Any]:
         """Everything `bendi show` and /api/show report about a model."""
+        if self.format != "gguf":
+            from bendi.store import hf
+
+            found = hf.facts(self.path)
+            return {
+                "name": str(self.name), "digest": self.digest, "size": self.size,
+                "path": str(self.path), **found,
+                "parameter_size": self.details.get("parameter_size"),
+                "chat_template": self.manifest.get("template") or found["chat_template"],
+                "template_source": "manifest" if self.manifest.get("template") else "tokenizer_config",
+                "system": self.manifest.get("system"), "parameters": self.parameters,
+                "modified_at": self.modified, "format": self.format,
+                "engine": self.manifest.get("engine"),
+            }
         info = self.gguf()
         return {
             "name": str(self.name),

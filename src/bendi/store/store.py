@@ -4,6 +4,7 @@ Layout under BENDI_HOME/models::
 
     blobs/sha256-<hex>              the model file (a hard link, a copy, or a symlink for bundled files)
     manifests/<name>/<tag>.json     what the name points at, plus metadata and default parameters
+    trees/sha256-<hex>/             a Hugging Face layout model: links to its files' blobs (store/hf.py)
 
 Every write goes to a temporary file first and is renamed into place, so an interrupted import
 never leaves a manifest pointing at a partial blob. Blobs are deleted when no manifest uses them.
@@ -27,6 +28,7 @@ from bendi.store.blobs import (
     read_json,
     sha256_file,
     sweep_blobs,
+    sweep_trees,
     write_json_atomic,
 )
 from bendi.store.bundled import BUNDLED_NAME, bundled_model_path, register_bundled
@@ -42,6 +44,7 @@ class ModelStore:
         self.root = Path(root)
         self.blobs = self.root / "blobs"
         self.manifests = self.root / "manifests"
+        self.trees = self.root / "trees"
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -123,6 +126,50 @@ class ModelStore:
             }
             write_json_atomic(self._manifest_path(parsed), manifest)
         return ModelRecord(parsed, manifest, blob)
+
+    def import_dir(
+        self,
+        source: str | Path,
+        name: str,
+        *,
+        parameters: dict[str, Any] | None = None,
+        system: str | None = None,
+        link: str = "auto",
+        note: str | None = None,
+        **fields: Any,
+    ) -> ModelRecord:
+        """Verify a Hugging Face layout directory (config, tokenizer, safetensors) and register it
+        as `name`; its files become blobs and the record's path is the tree of links to them."""
+        from bendi.store import hf
+
+        parsed = parse_name(name)
+        source = Path(source).expanduser()
+        files = hf.model_files(source)  # raises before anything is written
+        digests = {path.name: f"sha256:{sha256_file(path)}" for path in files}
+        tree_digest = hf.tree_digest(digests)
+        with self._lock():
+            for path in files:
+                blob = self.blobs / digests[path.name].replace(":", "-")
+                if not blob.exists():
+                    self._place_blob(path, blob, link)
+            tree = self.trees / tree_digest.replace(":", "-")
+            hf.materialize(tree, self.blobs, digests)
+            manifest = {
+                "schema": 1,
+                "model": {"digest": tree_digest, "size": sum(p.stat().st_size for p in files)},
+                "files": digests,
+                "details": hf.describe_hf(tree),
+                "parameters": parameters or {},
+                "system": system,
+                "template": None,
+                "source": note or str(source),
+                "created_at": time.time(),
+                "modified_at": time.time(),
+            }
+            manifest.update({k: v for k, v in fields.items() if v is not None})
+            write_json_atomic(self._manifest_path(parsed), manifest)
+            self._collect_garbage()
+        return ModelRecord(parsed, manifest, tree)
 
     def create_from(
         self,
@@ -253,7 +300,7 @@ class ModelStore:
 
     def _blob_path(self, manifest: dict[str, Any]) -> Path:
         digest = str(manifest["model"]["digest"]).replace(":", "-")
-        return self.blobs / digest
+        return (self.trees if "files" in manifest else self.blobs) / digest
 
     def _place_blob(self, source: Path, blob: Path, link: str) -> None:
         place_blob(source, blob, link)
@@ -265,7 +312,9 @@ class ModelStore:
                 manifest = read_json(path)
                 if manifest is not None:
                     used.add(self._blob_path(manifest).name)
+                    used.update(str(d).replace(":", "-") for d in manifest.get("files", {}).values())
         sweep_blobs(self.blobs, used)
+        sweep_trees(self.trees, used)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
