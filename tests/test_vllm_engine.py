@@ -20,9 +20,9 @@ import ollama
 import openai
 import pytest
 from safetensors.numpy import save_file
+from tests.server_util import ServerProcess
 
 from bendi.store import ModelStore
-from tests.server_util import ServerProcess
 
 FAKE = Path(__file__).parent / "fake_vllm"
 NAME = "tiny-hf:latest"
@@ -82,7 +82,7 @@ def test_both_dialects_and_reasoning(fake: FakeVllmServer) -> None:
     chat = oai.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hello there world"}],
                                        max_tokens=20)
     assert chat.choices[0].message.content.split() == ["hello", "there", "world"]
-    assert getattr(chat.choices[0].message, "reasoning_content", None) == "thinking first"
+    assert getattr(chat.choices[0].message, "reasoning_content", "").split() == ["thinking", "first"]
     assert chat.usage.prompt_tokens == 3 and chat.choices[0].finish_reason == "stop"
     launched = json.loads(fake.record.read_text())
     argv = launched["argv"]
@@ -99,7 +99,7 @@ def test_both_dialects_and_reasoning(fake: FakeVllmServer) -> None:
 
     client = ollama.Client(host=fake.url)
     reply = client.chat(model=NAME, messages=[{"role": "user", "content": "ni hao"}], think=True)
-    assert reply.message.content.split() == ["ni", "hao"] and reply.message.thinking == "thinking first"
+    assert reply.message.content.split() == ["ni", "hao"] and reply.message.thinking.split() == ["thinking", "first"]
     streamed = "".join(part.message.content or "" for part in client.chat(
         model=NAME, messages=[{"role": "user", "content": "a b c"}], stream=True))
     assert streamed.split() == ["a", "b", "c"]

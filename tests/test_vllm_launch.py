@@ -10,8 +10,8 @@ import pytest
 from bendi.errors import InvalidRequest
 from bendi.runtime.vllm.launch import (
     VENDORS,
-    Layout,
     LaunchOptions,
+    Layout,
     build_launch,
     parse_devices,
     read_facts,

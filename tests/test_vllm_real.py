@@ -20,7 +20,6 @@ import ollama
 import openai
 import psutil
 import pytest
-
 from tests.server_util import ServerProcess
 
 VLLM_PYTHON = Path(__file__).resolve().parent.parent / ".venv-vllm" / "bin" / "python"

@@ -10,10 +10,10 @@ from bendi.audit.log import AuditLog
 from bendi.audit.writer import BackgroundWriter
 from bendi.auth.service import AuthService
 from bendi.config import Settings
-from bendi.errors import InvalidRequest
 from bendi.core.embeddings import EmbeddingService
 from bendi.core.generation import GenerationService
 from bendi.core.observe import Observers
+from bendi.errors import InvalidRequest
 from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.engine import EngineRegistry
 from bendi.runtime.manager import ModelManager

@@ -47,10 +47,12 @@ def to_huggingface(store: ModelStore, source: str, name: str, python: str, *,
                        lines[-1] if lines else f"exit code {done.returncode}")
             raise InvalidModelFile(f"cannot convert {source} to safetensors: {why}")
         report = json.loads(done.stdout.strip().splitlines()[-1])
-        inherited = {"parameters": record.parameters, "system": record.manifest.get("system")}
-        inherited.update({k: v for k, v in fields.items() if v is not None})
+        fields = {k: v for k, v in fields.items() if v is not None}
+        parameters = fields.pop("parameters", record.parameters)
+        system = fields.pop("system", record.manifest.get("system"))
         return store.import_dir(
-            out, name, note=f"{record.name} (converted from {record.details.get('quantization_level')} "
-                            f"GGUF by transformers {report.get('transformers')})", **inherited)
+            out, name, parameters=parameters, system=system,
+            note=f"{record.name} (converted from {record.details.get('quantization_level')} "
+                 f"GGUF by transformers {report.get('transformers')})", **fields)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -94,7 +94,8 @@ def tree_digest(files: dict[str, str]) -> str:
 def describe_hf(directory: Path) -> dict[str, Any]:
     """What `list`, `show` and the APIs report about a Hugging Face model directory."""
     config = _read_json(directory / "config.json")
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    nested = config.get("text_config")  # multimodal configs keep the language model's inside
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
     params = 0
     dtypes: dict[str, int] = {}
     for path in sorted(Path(directory).glob("*.safetensors")):

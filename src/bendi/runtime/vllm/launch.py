@@ -126,7 +126,8 @@ def read_facts(model_dir: Path) -> ModelFacts:
     config = _read_json(model_dir / "config.json")
     if config is None:
         raise InvalidRequest(f"{model_dir} has no readable config.json")
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    nested = config.get("text_config")  # multimodal configs keep the language model's inside
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
     template: str | None = None
     for name in ("chat_template.jinja",):
         path = model_dir / name

@@ -41,7 +41,7 @@ def log_path(logs_dir: Path, model: str, *, pooling: bool = False) -> Path:
     return logs_dir / f"vllm-{safe}{'-embed' if pooling else ''}.log"
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are kept in a set, by identity
 class _Job:
     """One request in flight, so abort() can end it with an error."""
 
