@@ -1,7 +1,8 @@
 """GGUF -> Hugging Face layout (config, tokenizer, chat template, safetensors), by transformers.
 
 Run as a script by the interpreter of the vLLM environment (which has transformers, torch and
-gguf), never imported by bendi itself: `python gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype bfloat16]`.
+gguf), never imported by bendi itself: `python -I gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype
+bfloat16]` (-I: this directory's gguf.py must not shadow the gguf package).
 transformers reads the GGUF metadata into a config and a tokenizer, dequantizes the tensors and
 undoes llama.cpp's reordering of the attention weights; the result is what vLLM loads. It prints
 one JSON line with what it wrote, or an error line and exit code 2.
