@@ -83,6 +83,8 @@ class Services:
         if parameters:
             fields["parameters"] = {**record.parameters, **parameters}
         fields = {k: v for k, v in fields.items() if v is not None}
+        if quantize and record.format != "gguf":
+            raise InvalidRequest(f"--quantize re-quantizes GGUF files; {source} is a {record.format} model")
         if model_format not in (None, record.format, "gguf", "safetensors"):
             raise InvalidRequest(f"unknown format {model_format!r}; use gguf or safetensors")
         if model_format == "safetensors" and record.format == "gguf":

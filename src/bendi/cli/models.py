@@ -179,7 +179,10 @@ def create(ctx: click.Context, name: str, source: str, quantize: str | None, all
     if quantize:
         from bendi.runtime.quantize import check_target
 
-        info = svc.store.get(source).gguf()
+        record = svc.store.get(source)
+        if record.format != "gguf":
+            raise InvalidRequest(f"--quantize re-quantizes GGUF files; {source} is a {record.format} model")
+        info = record.gguf()
         target = check_target(quantize, info, allow_requantize=allow_requantize)  # fail before saying so
         click.echo(f"quantizing {source} ({info.quantization}) to {target.upper()} ...")
     record = svc.create_model(name, source, quantize=quantize, allow_requantize=allow_requantize,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bendi.errors import BendiError, ModelNotFound
+from bendi.errors import BendiError, InvalidRequest, ModelNotFound
 from bendi.planner.catalog import CatalogModel, from_gguf, load_catalog
 from bendi.planner.machine import Hardware
 from bendi.store import ModelStore
@@ -25,6 +25,9 @@ def models_to_plan(store: ModelStore, name: str | None = None) -> list[tuple[Cat
             known = ", ".join(m.name for m in catalog)
             raise ModelNotFound(f"model {name!r} is neither installed nor in the catalog ({known})",
                                 param="model") from None
+        if record.format != "gguf":
+            raise InvalidRequest(f"{name} is a {record.format} model (served by vLLM); bendi plan "
+                                 "reads GGUF headers: plan its catalog name, with --gpus")
         return [(from_gguf(str(record.name), record.gguf()), "store")]
     models = [(m, "catalog") for m in catalog]
     for record in store.list():
