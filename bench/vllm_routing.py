@@ -99,7 +99,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--home", type=Path, help="reuse a BENDI_HOME that already has the converted model")
+    parser.add_argument("--url", help="a bendi server already serving the model from --home's store "
+                        "(started with the same settings); it is left running")
     args = parser.parse_args()
+    if args.url:
+        if not args.home:
+            sys.exit("--url needs --home (the server's BENDI_HOME, whose log names vLLM's port)")
+        measure(args, args.url, args.home, None, time.time(), 0.0)
+        return
     if not VLLM_PYTHON.is_file():
         sys.exit("the real vLLM is not installed: run `make vllm` first")
     started_all = time.time()
@@ -113,24 +120,32 @@ def main() -> None:
         print(f"converted in {time.monotonic() - t:.0f}s")
     t = time.monotonic()
     server = ServerProcess(home, "--preload", MODEL, env={"BENDI_VLLM_PYTHON": str(VLLM_PYTHON),
+                                                         "BENDI_VLLM_ARGS": "--enforce-eager",
                                                          "BENDI_CTX": "1024", "BENDI_SLOTS": "8"})
     server.wait_ready(timeout=1800)
     start_seconds = time.monotonic() - t
     print(f"bendi + vLLM ready in {start_seconds:.0f}s")
+    measure(args, server.url, home, server, started_all, start_seconds)
+
+
+def measure(args: argparse.Namespace, bendi_url: str, home: Path, server: ServerProcess | None,
+            started_all: float, start_seconds: float) -> None:
+    """Interleaved rounds against vLLM directly and through bendi, then the table and JSON."""
     direct = upstream_url(home)
     rows: dict[str, dict[int, list[dict[str, float]]]] = {"direct": {1: [], 8: []}, "bendi": {1: [], 8: []}}
     try:
         asyncio.run(level(direct, 2, 8, 2))  # warm-up (compiled shapes, caches)
-        asyncio.run(level(server.url, 2, 8, 2))
+        asyncio.run(level(bendi_url, 2, 8, 2))
         for r in range(args.rounds):
             for conc, n in ((1, 4), (8, 16)):
-                for name, url in (("direct", direct), ("bendi", server.url)):
+                for name, url in (("direct", direct), ("bendi", bendi_url)):
                     out = asyncio.run(level(url, conc, args.tokens, n))
                     rows[name][conc].append(out)
                     print(f"round {r + 1} c{conc} {name:6s} {out['tokens_per_s']:7.1f} tok/s  "
                           f"ttft p50 {out['ttft_p50'] * 1000:6.0f} ms", flush=True)
     finally:
-        server.stop(timeout=120)
+        if server is not None:
+            server.stop(timeout=120)
     summary: dict[str, Any] = {}
     print(f"\n{'concurrency':>11} {'direct tok/s':>13} {'bendi tok/s':>12} {'ratio (median, range)':>24}")
     for conc in (1, 8):

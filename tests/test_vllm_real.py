@@ -44,7 +44,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     assert made.returncode == 0, made.stderr
     print(f"\nconversion: {time.monotonic() - started:.0f}s")
     started = time.monotonic()
+    # eager mode: the CPU build compiles for minutes at each start otherwise (docs/gpu-servers.md)
     proc = ServerProcess(home, "--preload", NAME, env={"BENDI_VLLM_PYTHON": str(VLLM_PYTHON),
+                                                        "BENDI_VLLM_ARGS": "--enforce-eager",
                                                         "BENDI_CTX": "1024", "BENDI_SLOTS": "8",
                                                         "BENDI_SHUTDOWN_GRACE": "120"})
     proc.wait_ready(timeout=1200)
