@@ -65,7 +65,7 @@ vllm: $(VLLM_STAMP)
 
 # The real-vLLM tests (skipped by `make test` when .venv-vllm is absent) and the routing benchmark.
 test-vllm: install vllm
-	$(BIN)/pytest tests/test_vllm_real.py -v
+	$(BIN)/pytest -m vllm tests/test_vllm_real.py -v
 
 bench-vllm: install vllm
 	$(BIN)/python bench/vllm_routing.py
