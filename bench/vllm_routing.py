@@ -98,6 +98,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--home", type=Path, help="reuse a BENDI_HOME that already has the converted model")
+    parser.add_argument("--fake", action="store_true",
+                        help="the stand-in vLLM of the tests (answers at once): bendi's own cost per "
+                             "request and token, with no model time to hide it")
     parser.add_argument("--url", help="a bendi server already serving the model from --home's store "
                         "(started with the same settings); it is left running")
     args = parser.parse_args()
@@ -105,6 +108,9 @@ def main() -> None:
         if not args.home:
             sys.exit("--url needs --home (the server's BENDI_HOME, whose log names vLLM's port)")
         measure(args, args.url, args.home, None, time.time(), 0.0)
+        return
+    if args.fake:
+        fake_run(args)
         return
     if not VLLM_PYTHON.is_file():
         sys.exit("the real vLLM is not installed: run `make vllm` first")
@@ -127,8 +133,26 @@ def main() -> None:
     measure(args, server.url, home, server, started_all, start_seconds)
 
 
+def fake_run(args: argparse.Namespace) -> None:
+    """bendi in front of tests/fake_vllm, which streams the prompt's words back with no delay."""
+    import tempfile
+
+    from tests.test_vllm_engine import make_hf_dir
+
+    from bendi.store import ModelStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="bendi-bench-fake-"))
+    home = tmp / "home"
+    ModelStore(home / "models").import_dir(make_hf_dir(tmp), MODEL)
+    fake = ROOT / "tests" / "fake_vllm"
+    server = ServerProcess(home, "--preload", MODEL, env={
+        "BENDI_VLLM_PYTHON": sys.executable, "PYTHONPATH": str(fake), "BENDI_SLOTS": "8"})
+    server.wait_ready(timeout=300)
+    measure(args, server.url, home, server, time.time(), 0.0, name="vllm_routing_fake")
+
+
 def measure(args: argparse.Namespace, bendi_url: str, home: Path, server: ServerProcess | None,
-            started_all: float, start_seconds: float) -> None:
+            started_all: float, start_seconds: float, name: str = "vllm_routing") -> None:
     """Interleaved rounds against vLLM directly and through bendi, then the table and JSON."""
     direct = upstream_url(home)
     rows: dict[str, dict[int, list[dict[str, float]]]] = {"direct": {1: [], 8: []}, "bendi": {1: [], 8: []}}
@@ -136,7 +160,8 @@ def measure(args: argparse.Namespace, bendi_url: str, home: Path, server: Server
         asyncio.run(level(direct, 2, 8, 2))  # warm-up (compiled shapes, caches)
         asyncio.run(level(bendi_url, 2, 8, 2))
         for r in range(args.rounds):
-            for conc, n in ((1, 4), (8, 16)):
+            scale = 10 if args.fake else 1  # the stand-in answers at once: more requests per level
+            for conc, n in ((1, 4 * scale), (8, 16 * scale)):
                 for name, url in (("direct", direct), ("bendi", bendi_url)):
                     out = asyncio.run(level(url, conc, args.tokens, n))
                     rows[name][conc].append(out)
@@ -155,7 +180,7 @@ def measure(args: argparse.Namespace, bendi_url: str, home: Path, server: Server
                                "ratio_median": statistics.median(ratios), "ratios": ratios}
         print(f"{conc:>11} {d:>13.1f} {b:>12.1f} {statistics.median(ratios):>10.3f} "
               f"({min(ratios):.3f}-{max(ratios):.3f})")
-    write_results(RESULTS / "vllm_routing.json", "vllm_routing", started_all, rounds=rows,
+    write_results(RESULTS / f"{name}.json", name, started_all, rounds=rows,
                   summary=summary, tokens=args.tokens, start_seconds=start_seconds)
 
 
