@@ -162,10 +162,10 @@ def measure(args: argparse.Namespace, bendi_url: str, home: Path, server: Server
         for r in range(args.rounds):
             scale = 10 if args.fake else 1  # the stand-in answers at once: more requests per level
             for conc, n in ((1, 4 * scale), (8, 16 * scale)):
-                for name, url in (("direct", direct), ("bendi", bendi_url)):
+                for path, url in (("direct", direct), ("bendi", bendi_url)):
                     out = asyncio.run(level(url, conc, args.tokens, n))
-                    rows[name][conc].append(out)
-                    print(f"round {r + 1} c{conc} {name:6s} {out['tokens_per_s']:7.1f} tok/s  "
+                    rows[path][conc].append(out)
+                    print(f"round {r + 1} c{conc} {path:6s} {out['tokens_per_s']:7.1f} tok/s  "
                           f"ttft p50 {out['ttft_p50'] * 1000:6.0f} ms", flush=True)
     finally:
         if server is not None:
