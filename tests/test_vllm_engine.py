@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import ollama
 import openai
+import psutil
 import pytest
 from safetensors.numpy import save_file
 from tests.server_util import ServerProcess
@@ -70,9 +71,10 @@ class FakeVllmServer:
         return int(json.loads(self.record.read_text())["pid"])
 
 
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeVllmServer]:
-    server = FakeVllmServer(tmp_path)
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeVllmServer]:
+    """One server for the tests that leave it serving (starting one takes seconds)."""
+    server = FakeVllmServer(tmp_path_factory.mktemp("fake-vllm"))
     yield server
     server.proc.stop()
 
@@ -108,7 +110,24 @@ def test_both_dialects_and_reasoning(fake: FakeVllmServer) -> None:
     assert NAME in [m.model for m in client.ps().models]
 
 
-def test_embeddings_start_a_pooling_server(fake: FakeVllmServer, tmp_path: Path) -> None:
+def test_knowledge_base_answers_and_metrics_on_vllm(fake: FakeVllmServer) -> None:
+    """A kb answer fits its sources with the vLLM server's tokenizer; the generation is observed."""
+    url = fake.url
+    assert httpx.post(url + "/kb", json={"name": "gpu"}, timeout=60).status_code == 201
+    doc = "# Pumps\n\nThe coolant pump must be inspected every 500 operating hours.\n"
+    up = httpx.post(url + "/kb/gpu/documents", files=[("file", ("pumps.md", doc.encode(), "text/markdown"))],
+                    timeout=120)
+    assert up.status_code in (200, 201, 207) and up.json()["results"][0]["status"] == "added"
+    answer = httpx.post(url + "/kb/gpu/ask", timeout=120, json={
+        "question": "How often must the coolant pump be inspected?", "model": NAME, "stream": False}).json()
+    assert answer["model"] == NAME and answer["found"] and answer["sources"][0]["document"] == "pumps.md"
+    assert answer["answer"] and answer["finish_reason"] == "stop"
+    metrics = httpx.get(url + "/metrics", timeout=30).text
+    assert any(line.startswith("bendi_output_tokens") and f'model="{NAME}"' in line
+               for line in metrics.splitlines())
+
+
+def test_embeddings_start_a_pooling_server(fake: FakeVllmServer) -> None:
     oai = openai.OpenAI(base_url=fake.url + "/v1", api_key="x", max_retries=0)
     vectors = oai.embeddings.create(model=NAME, input=["first text", "second"])
     assert len(vectors.data) == 2 and abs(np.linalg.norm(vectors.data[0].embedding) - 1) < 1e-6
@@ -173,25 +192,37 @@ def test_stop_drains_streams_and_stops_vllm(tmp_path: Path) -> None:
 
 def test_keep_alive_zero_stops_the_process(fake: FakeVllmServer) -> None:
     client = ollama.Client(host=fake.url)
+    client.chat(model=NAME, messages=[{"role": "user", "content": "hi"}])
+    assert _vllm_pids(fake.proc.home)
     client.chat(model=NAME, messages=[{"role": "user", "content": "hi"}], keep_alive=0)
-    pid = fake.vllm_pid()
-    _wait(lambda: not _alive(pid), timeout=20)
+    _wait(lambda: not _vllm_pids(fake.proc.home), timeout=20)  # the chat and any pooling server
     assert NAME not in [m.model for m in client.ps().models]
 
 
-def test_bendi_logs_shows_the_vllm_log(fake: FakeVllmServer, tmp_path: Path) -> None:
+def test_bendi_logs_shows_the_vllm_log(fake: FakeVllmServer) -> None:
     from click.testing import CliRunner
 
     from bendi.cli.main import cli
 
     httpx.post(fake.url + "/v1/chat/completions", timeout=60,
                json={"model": NAME, "messages": [{"role": "user", "content": "hi"}]})
-    env = {"BENDI_HOME": str(tmp_path / "home")}
+    env = {"BENDI_HOME": str(fake.proc.home)}
     out = CliRunner().invoke(cli, ["logs", NAME, "-n", "200"], env=env)
     assert out.exit_code == 0 and "starting vLLM for tiny-hf:latest" in out.output
     assert "listening on 127.0.0.1" in out.output
     missing = CliRunner().invoke(cli, ["logs", "nothing:here"], env=env)
     assert missing.exit_code == 1 and "no log for nothing:here" in missing.output
+
+
+def _vllm_pids(home: Path) -> list[int]:
+    """Live (not zombie) vLLM servers serving a model from `home`'s store."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if "vllm.entrypoints.openai.api_server" in cmd and any(str(home) in a for a in cmd) \
+                and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p.pid)
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -39,6 +39,9 @@ def test_import_a_model_directory(tmp_path: Path, bendi_home: Path) -> None:
     assert facts["context_length"] == 2048 and "<think>" in facts["chat_template"]
     shown = CliRunner().invoke(cli, ["show", "tiny:hf"])
     assert shown.exit_code == 0 and "llama" in shown.output
+    carried = CliRunner().invoke(cli, ["export", "tiny:hf", "-o", str(tmp_path / "x.bendi")])
+    assert carried.exit_code == 1 and "bundles carry GGUF models" in carried.output
+    assert "Traceback" not in carried.output and not list(tmp_path.glob("x.bendi*"))
     # a second name shares the blobs and the tree; removing both leaves nothing behind
     store.copy("tiny:hf", "tiny:two")
     assert store.get("tiny:two").path == record.path

@@ -183,6 +183,10 @@ def export_bundle(settings: Settings, store: ModelStore, kb: Any, models: list[s
         raise InvalidRequest("name at least one model or --kb knowledge base to export")
     key = load_private_key(sign_key) if sign_key else None  # fail before writing anything
     records = {str(r.name): r for r in (store.get(m) for m in models)}
+    for record in records.values():
+        if record.format != "gguf":  # a bundle carries one blob per model
+            raise InvalidRequest(f"{record.name} is a {record.format} model directory; bundles carry "
+                                 "GGUF models: copy its directory and `bendi import DIR` it there")
     kb_infos = [kb.info(name) for name in knowledge_bases]
     summary = BundleSummary(out)
     for info in kb_infos:
