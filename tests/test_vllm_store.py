@@ -107,6 +107,13 @@ def test_create_can_pin_the_engine(bendi_home: Path) -> None:
     assert out.exit_code == 0, out.output
     manifest = json.loads((bendi_home / "models" / "manifests" / "smol" / "pinned.json").read_text())
     assert manifest["engine"] == "llama.cpp"
+    # the engine as a parameter (how Ollama's /api/create can carry it) lands in the same place
+    out = CliRunner().invoke(cli, ["create", "smol:as-param", "--from", "smollm2:135m",
+                                   "--param", "engine=vllm", "--param", "temperature=0.2"])
+    assert out.exit_code == 0, out.output
+    manifest = json.loads((bendi_home / "models" / "manifests" / "smol" / "as-param.json").read_text())
+    assert manifest["engine"] == "vllm" and "engine" not in manifest["parameters"]
+    assert manifest["parameters"]["temperature"] == 0.2
 
 
 def test_ray_commands(tmp_path: Path) -> None:

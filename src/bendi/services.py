@@ -77,6 +77,9 @@ class Services:
         llama.cpp's quantizer when `quantize` is given, converted to the Hugging Face layout for
         vLLM when `model_format` is "safetensors", with other defaults where given."""
         record = self.store.get(source)
+        if parameters and "engine" in parameters:  # Ollama's /api/create, `--param engine=vllm`
+            parameters = dict(parameters)
+            engine = engine or str(parameters.pop("engine"))
         if engine is not None and engine not in self.engines.names():
             raise InvalidRequest(f"no engine {engine!r}; installed: {', '.join(self.engines.names())}")
         fields: dict[str, Any] = {"system": system, "template": template, "engine": engine}
