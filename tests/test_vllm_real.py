@@ -26,6 +26,7 @@ VLLM_PYTHON = Path(__file__).resolve().parent.parent / ".venv-vllm" / "bin" / "p
 NAME = "smollm2:135m-hf"
 pytestmark = [
     pytest.mark.vllm, pytest.mark.slow,
+    pytest.mark.timeout(3000),  # the first test pays for the conversion and the first vLLM start
     pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason="real vLLM not installed (make vllm)"),
 ]
 HELLO = [{"role": "user", "content": "What is the capital of France?"}]
