@@ -97,6 +97,36 @@ def test_a_crash_is_restarted_and_requests_meanwhile_get_retry_after(tmp_path: P
     assert (tmp_path / "fake.log").read_text().count("starting vLLM for fake:1") == 2
 
 
+def test_restarts_that_keep_failing_back_off_longer_each_time(tmp_path: Path,
+                                                              supervisors: list[Supervisor]) -> None:
+    make = _factory(tmp_path)
+    launches: list[float] = []
+
+    def factory(port: int) -> Launch:
+        launch = make(port)
+        launches.append(time.monotonic())
+        if len(launches) > 1:  # every restart fails at once, as a vLLM that cannot load would
+            launch.env["FAKE_VLLM_EXIT"] = "1"
+        return launch
+
+    sup = Supervisor("fake:1", factory, tmp_path / "fake.log", probe_interval=0.05, backoff_first=0.2,
+                     backoff_max=0.8)
+    supervisors.append(sup)
+    sup.start()
+    assert sup.pid is not None
+    os.kill(sup.pid, signal.SIGKILL)
+    _wait(lambda: len(launches) >= 5)
+    with pytest.raises(ServerBusy, match="failing on purpose") as busy:
+        sup.url()  # the failed restart's own words, not only "restarting"
+    assert busy.value.retry_after is not None and busy.value.retry_after >= 1
+    gaps = [b - a for a, b in zip(launches[1:], launches[2:], strict=False)]
+    # waits are lower bounds (a loaded machine only makes them longer): 0.4, 0.8, then the cap
+    assert gaps[0] >= 0.4 and gaps[1] >= 0.8 and gaps[2] >= 0.8
+    started = time.monotonic()
+    sup.stop(timeout=5)
+    assert sup.state == "stopped" and time.monotonic() - started < 10  # a back-off wait ends at once
+
+
 def test_a_start_that_fails_says_why(tmp_path: Path, supervisors: list[Supervisor]) -> None:
     sup = Supervisor("fake:1", _factory(tmp_path, {"FAKE_VLLM_EXIT": "3"}), tmp_path / "fake.log",
                      probe_interval=0.05)
