@@ -34,19 +34,10 @@ sys.path.insert(0, str(ROOT))
 from tests.server_util import ServerProcess  # noqa: E402
 
 from results_file import write_results  # noqa: E402
+from serve import PROMPTS  # noqa: E402  (prompts the model answers at length, as in bench/serve.py)
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 MODEL = "smollm2:135m-hf"
-PROMPTS = [
-    "Write a detailed guide to growing tomatoes at home.",
-    "Describe the history of the Roman Empire from its founding to its fall.",
-    "Explain in detail how a steam engine works, step by step.",
-    "What are the main differences between Python and C? Explain thoroughly.",
-    "Write an essay about the importance of sleep for students.",
-    "Tell me everything you know about the planets of the solar system.",
-    "List twenty ideas for a weekend trip and explain each one.",
-    "Write a long story about a dragon who learns to bake bread.",
-]
 
 
 async def one(client: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> tuple[int, float, float]:

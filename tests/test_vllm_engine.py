@@ -21,6 +21,7 @@ import openai
 import psutil
 import pytest
 from safetensors.numpy import save_file
+from tests.processes import alive, wait_until
 from tests.server_util import ServerProcess
 
 from bendi.store import ModelStore
@@ -46,12 +47,6 @@ def make_hf_dir(root: Path) -> Path:
     return d
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 class FakeVllmServer:
@@ -158,7 +153,7 @@ def test_a_crashed_vllm_answers_503_then_recovers(tmp_path: Path) -> None:
         assert "restarting" in busy.json()["error"]["message"]
         ollama_busy = httpx.post(fake.url + "/api/chat", json={**body, "stream": False}, timeout=60)
         assert ollama_busy.status_code in (200, 503)  # 200 once the restart is done
-        _wait(lambda: httpx.post(fake.url + "/v1/chat/completions", json=body, timeout=60).status_code == 200)
+        wait_until(lambda: httpx.post(fake.url + "/v1/chat/completions", json=body, timeout=60).status_code == 200)
         assert fake.vllm_pid() != first
         log = httpx.get(fake.url + "/health").status_code
         assert log == 200
@@ -187,7 +182,7 @@ def test_stop_drains_streams_and_stops_vllm(tmp_path: Path) -> None:
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     assert text.split() == [f"w{i}" for i in range(1, 9)]  # the stream ran to its end
     assert lines[-1] == "data: [DONE]" or [x for x in lines if x][-1] == "data: [DONE]"
-    _wait(lambda: not _alive(pid), timeout=20)
+    wait_until(lambda: not alive(pid), timeout=20)
 
 
 def test_keep_alive_zero_stops_the_process(fake: FakeVllmServer) -> None:
@@ -195,7 +190,7 @@ def test_keep_alive_zero_stops_the_process(fake: FakeVllmServer) -> None:
     client.chat(model=NAME, messages=[{"role": "user", "content": "hi"}])
     assert _vllm_pids(fake.proc.home)
     client.chat(model=NAME, messages=[{"role": "user", "content": "hi"}], keep_alive=0)
-    _wait(lambda: not _vllm_pids(fake.proc.home), timeout=20)  # the chat and any pooling server
+    wait_until(lambda: not _vllm_pids(fake.proc.home), timeout=20)  # the chat and any pooling server
     assert NAME not in [m.model for m in client.ps().models]
 
 
@@ -224,14 +219,3 @@ def _vllm_pids(home: Path) -> list[int]:
             found.append(p.pid)
     return found
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.processes import alive, wait_until
 
 from bendi.errors import EngineError, ServerBusy
 from bendi.runtime.vllm.launch import LaunchOptions, build_launch, read_facts
@@ -44,12 +45,6 @@ def _factory(tmp: Path, env: dict[str, str] | None = None) -> Callable[[int], La
     return make
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -85,12 +80,12 @@ def test_a_crash_is_restarted_and_requests_meanwhile_get_retry_after(tmp_path: P
     first_pid, first_url = sup.pid, sup.url()
     assert first_pid is not None
     os.kill(first_pid, signal.SIGKILL)
-    _wait(lambda: sup.state == "restarting")
+    wait_until(lambda: sup.state == "restarting")
     with pytest.raises(ServerBusy) as busy:
         sup.url()
     assert busy.value.status == 503 and busy.value.retry_after is not None and busy.value.retry_after >= 1
     assert "SIGKILL" in busy.value.message
-    _wait(lambda: sup.state == "ready")
+    wait_until(lambda: sup.state == "ready")
     assert sup.pid not in (None, first_pid) and sup.restarts == 1
     assert httpx.get(sup.url() + "/health").status_code == 200
     assert sup.url() != first_url or sup.pid != first_pid
@@ -115,7 +110,7 @@ def test_restarts_that_keep_failing_back_off_longer_each_time(tmp_path: Path,
     sup.start()
     assert sup.pid is not None
     os.kill(sup.pid, signal.SIGKILL)
-    _wait(lambda: len(launches) >= 5)
+    wait_until(lambda: len(launches) >= 5)
     with pytest.raises(ServerBusy, match="failing on purpose") as busy:
         sup.url()  # the failed restart's own words, not only "restarting"
     assert busy.value.retry_after is not None and busy.value.retry_after >= 1
@@ -155,10 +150,10 @@ def test_stop_takes_down_the_process_group(tmp_path: Path, supervisors: list[Sup
     sup.start()
     log = (tmp_path / "fake.log").read_text()
     child = int(log.split("engine core pid ")[1].split()[0])
-    assert _alive(child)
+    assert alive(child)
     sup.stop(timeout=5)
     assert sup.state == "stopped" and sup.pid is None
-    _wait(lambda: not _alive(child), timeout=10)
+    wait_until(lambda: not alive(child), timeout=10)
     with pytest.raises(ServerBusy):
         sup.url()
 
@@ -173,17 +168,5 @@ def test_a_process_that_ignores_sigterm_is_killed(tmp_path: Path, supervisors: l
     started = time.monotonic()
     sup.stop(timeout=1.0)
     assert time.monotonic() - started < 10
-    assert not _alive(pid)
+    assert not alive(pid)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); it is dead for our purpose
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
