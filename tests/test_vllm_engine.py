@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -168,6 +168,7 @@ def test_stop_drains_streams_and_stops_vllm(tmp_path: Path) -> None:
     body = {"model": NAME, "messages": [{"role": "user", "content": "w1 w2 w3 w4 w5 w6 w7 w8"}],
             "stream": True}
     lines: list[str] = []
+    arrived: list[float] = []  # when each content chunk reached the client
     with httpx.stream("POST", fake.url + "/v1/chat/completions", json=body, timeout=60) as response:
         it = response.iter_lines()
         lines.append(next(it))
@@ -175,9 +176,14 @@ def test_stop_drains_streams_and_stops_vllm(tmp_path: Path) -> None:
         codes: list[int] = []
         stopper = threading.Thread(target=lambda: codes.append(fake.proc.stop(timeout=60)))
         stopper.start()
-        lines.extend(it)
+        for line in it:
+            lines.append(line)
+            if '"content":"w' in line.replace(" ", ""):
+                arrived.append(time.monotonic())
         stopper.join()
     assert codes == [0]
+    # tokens come 0.2 s apart upstream: passed through one by one, not buffered into one answer
+    assert len(arrived) >= 7 and arrived[-1] - arrived[0] >= 1.0
     events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     assert text.split() == [f"w{i}" for i in range(1, 9)]  # the stream ran to its end
