@@ -43,7 +43,7 @@ class BendiError(Exception):
     kind: str = "server_error"
 
     def __init__(self, message: str, *, param: str | None = None,
-                 retry_after: int | None = None) -> None:
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
