@@ -31,6 +31,8 @@ def models_to_plan(store: ModelStore, name: str | None = None) -> list[tuple[Cat
         return [(from_gguf(str(record.name), record.gguf()), "store")]
     models = [(m, "catalog") for m in catalog]
     for record in store.list():
+        if record.format != "gguf":
+            continue  # vLLM's safetensors directories have no GGUF header to plan from
         try:
             models.append((from_gguf(str(record.name), record.gguf()), "store"))
         except BendiError:
