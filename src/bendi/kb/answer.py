@@ -87,3 +87,78 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
             if isinstance(content, list):
                 return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return ""
+
+
+# -- answers users can check --------------------------------------------------------------------
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*\s*%?")
+_ANSWER_SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)")
+_CITED = re.compile(r"\[(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\]")
+_QUOTE_SPLIT = re.compile(r"[^。！？；!?;\n]+[。！？；!?;]?")
+#: share of an answer's key words its cited sources must contain
+MIN_SUPPORT = 0.5
+
+
+def _grams(text: str) -> set[str]:
+    from bendi.kb.segment import terms
+
+    return set(terms(text))
+
+
+def quote(hit: Hit, claim: str) -> str:
+    """The sentence of the source that shares most words (bigrams) with `claim`."""
+    want = _grams(claim)
+    best, best_score = "", -1.0
+    for m in _QUOTE_SPLIT.finditer(hit.text):
+        sentence = m.group(0).strip()
+        if not sentence:
+            continue
+        have = _grams(sentence)
+        score = len(want & have) / (len(have) ** 0.5 or 1.0)
+        if score > best_score:
+            best, best_score = sentence, score
+    return best
+
+
+def key_facts(answer: str, question: str) -> list[str]:
+    """What an answer asserts beyond the question: its numbers and its content words."""
+    from bendi.kb.segment import query_words
+
+    plain = _CITED.sub(" ", answer)
+    asked = question.lower()
+    facts = [n.strip() for n in _NUMBER.findall(plain) if n.strip() not in asked]
+    facts += [w for w in query_words(plain) if len(w) >= 2 and w not in asked and not w.isdigit()]
+    return list(dict.fromkeys(facts))
+
+
+def check_answer(answer: str, question: str, sources: list[Hit]) -> dict[str, Any]:
+    """Citations a user can check, and whether the cited sources hold the answer's key facts.
+
+    Each citation: the source number, document, page (PDF) or sheet and rows (spreadsheets),
+    section, and the quoted sentence that supports the sentence citing it. `grounded` is False when
+    the answer cites nothing, or its cited sources lack a number it states or most of its key
+    words; `unsupported` lists the facts not found (a simple overlap check, not entailment).
+    """
+    numbers = citations(answer, len(sources))
+    claims: dict[int, list[str]] = {}
+    for m in _ANSWER_SENTENCE.finditer(answer):
+        sentence = m.group(0)
+        for n in citations(sentence, len(sources)):
+            claims.setdefault(n, []).append(_CITED.sub("", sentence))
+    out = []
+    for n in numbers:
+        hit = sources[n - 1]
+        sheet = hit.section.split(" > ")[0] if hit.row_start is not None and hit.section else None
+        out.append({"number": n, "document": hit.document, "page": hit.page, "sheet": sheet,
+                    "rows": None if hit.row_start is None else [hit.row_start, hit.row_end or hit.row_start],
+                    "section": hit.section, "location": hit.location(),
+                    "quote": quote(hit, " ".join(claims.get(n, [])) or question)})
+    facts = key_facts(answer, question)
+    cited_text = " ".join(sources[n - 1].title + " " + sources[n - 1].section + " " + sources[n - 1].text
+                          for n in numbers).lower()
+    missing = [f for f in facts if f.lower() not in cited_text]
+    missing_numbers = [f for f in missing if _NUMBER.fullmatch(f)]
+    words = [f for f in facts if not _NUMBER.fullmatch(f)]
+    word_support = 1.0 - sum(1 for f in missing if f in words) / len(words) if words else 1.0
+    grounded = bool(numbers) and not missing_numbers and word_support >= MIN_SUPPORT
+    return {"citations": out, "grounded": grounded, "unsupported": missing if numbers else facts}

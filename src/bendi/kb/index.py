@@ -8,6 +8,7 @@ going while a document is written.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -22,8 +23,11 @@ import numpy as np
 
 from bendi import db
 from bendi.errors import BendiError, DocumentError
+from bendi.kb.ann import ANN_MIN_VECTORS, AnnIndex
 from bendi.kb.chunking import Chunk
 from bendi.kb.segment import SEGMENTER_VERSION, segment
+
+log = logging.getLogger(__name__)
 
 _SCHEMA_1 = """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,7 +74,20 @@ def _schema_1(conn: sqlite3.Connection) -> None:
 
 
 #: migrations of a knowledge base's file (see bendi.db)
-SCHEMA: list[db.Migration] = [_schema_1]
+SCHEMA: list[db.Migration] = [
+    _schema_1,
+    # 2: vectors follow in the background (a chunk is searchable lexically first); table rows
+    """
+    CREATE TABLE pending_vectors (chunk_id INTEGER PRIMARY KEY);
+    ALTER TABLE chunks ADD COLUMN row_start INTEGER;
+    ALTER TABLE chunks ADD COLUMN row_end INTEGER;
+    INSERT OR IGNORE INTO meta(key, value) VALUES ('vectors_generation', '0');
+    -- chunk ids are never reused (SQLite reuses the largest rowid after a delete): a vector
+    -- computed for a chunk that was replaced meanwhile, or an approximate index entry, must not
+    -- land on its successor
+    INSERT OR IGNORE INTO meta(key, value) SELECT 'next_chunk_id', coalesce(max(id), 0) + 1 FROM chunks;
+    """,
+]
 
 
 @dataclass
@@ -105,6 +122,14 @@ class ChunkRow:
     page: int | None
     page_end: int | None
     kind: str
+    row_start: int | None = None
+    row_end: int | None = None
+
+
+def embedding_text(title: str, section: str, text: str) -> str:
+    """What is embedded for a chunk: its headings (title, section path) and its text."""
+    heading = section if section.startswith(title) else " > ".join(p for p in (title, section) if p)
+    return f"{heading}\n{text}".strip()
 
 
 def _heading(title: str, section: str) -> str:
@@ -120,7 +145,11 @@ class KnowledgeBaseIndex:
         self._lock = threading.RLock()
         self._vec_cache: tuple[int, np.ndarray, np.ndarray, dict[int, int]] | None = None
         self._n_chunks_cache: tuple[int, int] | None = None
+        self._n_vec_cache: tuple[int, int] | None = None
         self._threads: Any = None
+        self._ann: AnnIndex | None = None
+        self._ann_lock = threading.RLock()
+        self._ann_build: threading.Thread | None = None
         with self._lock:
             # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts
             self._conn = db.open_database(path, SCHEMA, timeout=60, pragmas=("synchronous=NORMAL",),
@@ -154,6 +183,13 @@ class KnowledgeBaseIndex:
 
     def generation(self) -> int:
         return int(self.meta("generation") or 0)
+
+    def _bump_vectors(self) -> None:
+        self._conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vectors_generation'")
+
+    def vectors_generation(self) -> int:
+        """Changes whenever a vector is added or removed (the vector caches key on it)."""
+        return int(self.meta("vectors_generation") or 0)
 
     def _rebuild_lexical(self) -> None:
         """Re-segment every chunk into the FTS index (after a segmenter change)."""
@@ -204,8 +240,13 @@ class KnowledgeBaseIndex:
         chunks: Sequence[Chunk],
         vectors: np.ndarray | None,
         vector_mask: Sequence[bool] | None = None,
+        pending_vectors: bool = False,
     ) -> int:
-        """Insert the document, replacing one of the same name, in one transaction; its id."""
+        """Insert the document, replacing one of the same name, in one transaction; its id.
+
+        With `pending_vectors` (and no `vectors`) every chunk is queued for the background
+        embedder: the document is searchable lexically as soon as this returns.
+        """
         if vectors is not None and vector_mask is not None and int(sum(vector_mask)) != len(vectors):
             raise BendiError("internal error: vector count does not match the mask")
         with self.transaction() as conn:
@@ -221,13 +262,15 @@ class KnowledgeBaseIndex:
             doc_id = int(cur.lastrowid or 0)
             heading_cache: dict[str, str] = {}
             vec_iter = iter(vectors) if vectors is not None else None
+            next_id = int(conn.execute("SELECT value FROM meta WHERE key = 'next_chunk_id'").fetchone()[0])
             for i, c in enumerate(chunks):
-                cur = conn.execute(
-                    "INSERT INTO chunks(doc_id, ordinal, text, section, page, page_end, kind)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (doc_id, c.ordinal, c.text, c.section, c.page, c.page_end, c.kind),
+                chunk_id = next_id + i
+                conn.execute(
+                    "INSERT INTO chunks(id, doc_id, ordinal, text, section, page, page_end, kind, row_start, row_end)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (chunk_id, doc_id, c.ordinal, c.text, c.section, c.page, c.page_end, c.kind, c.row_start,
+                     c.row_end),
                 )
-                chunk_id = int(cur.lastrowid or 0)
                 heading = heading_cache.get(c.section)
                 if heading is None:
                     heading = heading_cache[c.section] = segment(_heading(title, c.section))
@@ -236,8 +279,13 @@ class KnowledgeBaseIndex:
                 if vec_iter is not None and (vector_mask is None or vector_mask[i]):
                     vec = np.asarray(next(vec_iter), dtype=np.float32)
                     conn.execute("INSERT INTO vectors(chunk_id, vec) VALUES (?, ?)", (chunk_id, vec.tobytes()))
+                elif pending_vectors and vectors is None:
+                    conn.execute("INSERT INTO pending_vectors(chunk_id) VALUES (?)", (chunk_id,))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'next_chunk_id'", (str(next_id + len(chunks)),))
             conn.execute("DELETE FROM failures WHERE name = ?", (name,))
             self._bump_generation()
+            if (vectors is not None and len(vectors)) or old is not None:
+                self._bump_vectors()
         return doc_id
 
     def remove_document(self, name: str) -> bool:
@@ -248,6 +296,7 @@ class KnowledgeBaseIndex:
                 return False
             self._delete_doc(conn, int(row["id"]), str(row["title"]))
             self._bump_generation()
+            self._bump_vectors()
         return True
 
     def _delete_doc(self, conn: sqlite3.Connection, doc_id: int, title: str) -> None:
@@ -258,6 +307,8 @@ class KnowledgeBaseIndex:
             [(r["id"], segment(_heading(title, r["section"])), segment(r["text"])) for r in rows],
         )
         conn.execute("DELETE FROM vectors WHERE chunk_id IN (SELECT id FROM chunks WHERE doc_id = ?)", (doc_id,))
+        conn.execute("DELETE FROM pending_vectors WHERE chunk_id IN (SELECT id FROM chunks WHERE doc_id = ?)",
+                     (doc_id,))
         conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
         conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
 
@@ -291,6 +342,8 @@ class KnowledgeBaseIndex:
                 "SELECT count(*) FROM chunks WHERE doc_id NOT IN (SELECT id FROM documents)").fetchone()[0]
             orphan_vec = conn.execute(
                 "SELECT count(*) FROM vectors WHERE chunk_id NOT IN (SELECT id FROM chunks)").fetchone()[0]
+            orphan_vec += conn.execute(
+                "SELECT count(*) FROM pending_vectors WHERE chunk_id NOT IN (SELECT id FROM chunks)").fetchone()[0]
         if n_chunks != declared:
             problems.append(f"{n_chunks} chunks stored, documents declare {declared}")
         if n_fts != n_chunks:
@@ -300,6 +353,58 @@ class KnowledgeBaseIndex:
         if orphans or orphan_vec:
             problems.append(f"{orphans} chunks and {orphan_vec} vectors without a document")
         return problems
+
+    # -- vectors that follow in the background ---------------------------------------------
+
+    def vector_counts(self) -> dict[str, int]:
+        """Chunks with a vector, and chunks still waiting for one."""
+        with self._lock:
+            done = self._conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
+            pending = self._conn.execute("SELECT count(*) FROM pending_vectors").fetchone()[0]
+        return {"done": int(done), "pending": int(pending)}
+
+    def pending_batch(self, limit: int) -> list[tuple[int, str]]:
+        """(chunk id, text to embed) of up to `limit` chunks waiting for a vector, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT c.id, c.text, c.section, d.title FROM pending_vectors p JOIN chunks c ON c.id = p.chunk_id"
+                " JOIN documents d ON d.id = c.doc_id ORDER BY p.chunk_id LIMIT ?", (limit,)).fetchall()
+        return [(int(r["id"]), embedding_text(r["title"], r["section"], r["text"])) for r in rows]
+
+    def store_vectors(self, ids: Sequence[int], vectors: np.ndarray | None) -> int:
+        """Save vectors of pending chunks (None: give these chunks no vector); the number saved.
+
+        Chunks removed (or replaced) while they were being embedded are skipped: their document
+        is gone, and so is their place in the queue.
+        """
+        with self.transaction() as conn:
+            marks = ",".join("?" * len(ids))
+            alive = {int(r[0]): int(r[1]) for r in conn.execute(
+                f"SELECT c.id, c.doc_id FROM pending_vectors p JOIN chunks c ON c.id = p.chunk_id"
+                f" WHERE p.chunk_id IN ({marks})", list(ids))}
+            saved: dict[int, int] = {}
+            if vectors is not None:
+                for cid, vec in zip(ids, vectors, strict=True):
+                    if cid in alive:
+                        conn.execute("INSERT OR REPLACE INTO vectors(chunk_id, vec) VALUES (?, ?)",
+                                     (cid, np.asarray(vec, np.float32).tobytes()))
+                        saved[alive[cid]] = saved.get(alive[cid], 0) + 1
+            conn.execute(f"DELETE FROM pending_vectors WHERE chunk_id IN ({marks})", list(ids))
+            for doc_id, n in saved.items():
+                conn.execute("UPDATE documents SET n_vectors = n_vectors + ? WHERE id = ?", (n, doc_id))
+            if saved:
+                self._bump_vectors()
+        return sum(saved.values())
+
+    def vectors_of(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of these chunks (those that have one)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._conn.execute(f"SELECT chunk_id, vec FROM vectors WHERE chunk_id IN ({marks})",
+                                      list(ids)).fetchall()
+        return {int(r[0]): np.frombuffer(r[1], dtype=np.float32) for r in rows}
 
     # -- search primitives -------------------------------------------------------------------
 
@@ -341,8 +446,8 @@ class KnowledgeBaseIndex:
         return [(int(r[0]), -float(r[1])) for r in rows]
 
     def vector_matrix(self) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-        """(chunk ids, matrix of vectors, id -> row), cached until the next write."""
-        gen = self.generation()
+        """(chunk ids, matrix of vectors, id -> row), cached until vectors change."""
+        gen = self.vectors_generation()
         cache = self._vec_cache
         if cache is not None and cache[0] == gen:
             return cache[1], cache[2], cache[3]
@@ -358,24 +463,114 @@ class KnowledgeBaseIndex:
         self._vec_cache = (gen, ids, matrix, where)
         return ids, matrix, where
 
-    def vector_top(self, cached: tuple[np.ndarray, np.ndarray, dict[int, int]], query: np.ndarray,
-                   k: int) -> tuple[list[tuple[int, float]], np.ndarray, dict[int, int]]:
-        """Exact top-k by cosine over `vector_matrix()`: ([(chunk id, similarity)], all similarities,
-        id -> row)."""
-        ids, matrix, where = cached
+    def n_vectors(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM vectors").fetchone()[0])
+
+    def vector_ids(self) -> np.ndarray:
+        """Sorted chunk ids that have a vector."""
+        with self._lock:
+            rows = self._conn.execute("SELECT chunk_id FROM vectors ORDER BY chunk_id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vector_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The vectors of `ids` (which all have one), in that order, as one float32 matrix."""
+        dim = int(self.meta("dim") or 0)
+        out = np.zeros((len(ids), dim), np.float32)
+        where = {int(c): i for i, c in enumerate(ids)}
+        for start in range(0, len(ids), 10_000):
+            part = [int(x) for x in ids[start : start + 10_000]]
+            found = self.vectors_of(part)
+            for cid, vec in found.items():
+                out[where[cid]] = vec
+        return out
+
+    def nearest(self, query: np.ndarray, k: int, *, nprobe: int | None = None) -> list[tuple[int, float]]:
+        """Top-k (chunk id, cosine) of the vector leg: an exact scan on small knowledge bases, the
+        approximate index (ann.py) on large ones, with exact similarities either way."""
+        if self.n_vectors_cached() >= ANN_MIN_VECTORS:
+            ann = self.ann_index(wait=False)
+            if ann is not None:
+                approx = ann.search(query, max(k, 2 * k), nprobe)
+                exact = self.similarities(query, [cid for cid, _ in approx])
+                ranked = sorted(exact.items(), key=lambda kv: -kv[1])
+                return ranked[:k]
+        ids, matrix, _ = self.vector_matrix()
         if not len(ids):
-            return [], np.zeros(0, np.float32), where
+            return []
+        sims = self._matvec(matrix, query)
+        k = min(k, len(ids))
+        top = np.argpartition(-sims, k - 1)[:k]
+        top = top[np.argsort(-sims[top])]
+        return [(int(ids[i]), float(sims[i])) for i in top]
+
+    def similarities(self, query: np.ndarray, ids: Sequence[int]) -> dict[int, float]:
+        """Exact cosine of the query with each of these chunks that has a vector."""
+        if not ids:
+            return {}
+        cache = self._vec_cache
+        if cache is not None and cache[0] == self.vectors_generation():
+            _, _, matrix, where = cache
+            rows = [(cid, where[cid]) for cid in ids if cid in where]
+            if not rows:
+                return {}
+            sims = matrix[[r for _, r in rows]] @ query.astype(np.float32)
+            return {cid: float(v) for (cid, _), v in zip(rows, sims, strict=True)}
+        found = self.vectors_of(list(ids))
+        return {cid: float(vec @ query.astype(np.float32)) for cid, vec in found.items()}
+
+    def _matvec(self, matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
         if self._threads is None:
             from threadpoolctl import ThreadpoolController
 
             self._threads = ThreadpoolController()
         # one matrix-vector product is memory-bound: extra BLAS threads only add wake-up stalls
         with self._threads.limit(limits=1, user_api="blas"):
-            sims = matrix @ query.astype(np.float32)
-        k = min(k, len(ids))
-        top = np.argpartition(-sims, k - 1)[:k]
-        top = top[np.argsort(-sims[top])]
-        return [(int(ids[i]), float(sims[i])) for i in top], sims, where
+            return matrix @ query.astype(np.float32)  # type: ignore[no-any-return]
+
+    def n_vectors_cached(self) -> int:
+        gen = self.vectors_generation()
+        if self._n_vec_cache is None or self._n_vec_cache[0] != gen:
+            self._n_vec_cache = (gen, self.n_vectors())
+        return self._n_vec_cache[1]
+
+    def ann_index(self, *, wait: bool = True) -> AnnIndex | None:
+        """The approximate index, loaded, brought up to date or (re)built; None while a build runs
+        in the background (`wait=False`), when callers scan exactly instead."""
+        with self._ann_lock:
+            if self._ann is None:
+                self._ann = AnnIndex(self.path.parent / "vectors.faiss", int(self.meta("dim") or 0))
+                self._ann.load()
+            ann = self._ann
+            gen = self.vectors_generation()
+            if ann.ready and ann.generation == gen:
+                return ann
+            if self._ann_build is not None and self._ann_build.is_alive():
+                return None if not wait else self._wait_build()
+            n = self.n_vectors()
+            if ann.needs_rebuild(n):
+                self._ann_build = threading.Thread(target=self._build_ann, args=(gen,), name="bendi-kb-ann",
+                                                   daemon=True)
+                self._ann_build.start()
+                return None if not wait else self._wait_build()
+            added, removed = ann.sync(self.vector_ids(), self.vector_rows, gen)
+            if added + removed > 10_000:
+                ann.save()
+            return ann
+
+    def _wait_build(self) -> AnnIndex | None:
+        build = self._ann_build
+        if build is not None:
+            build.join()
+        return self._ann
+
+    def _build_ann(self, generation: int) -> None:
+        try:
+            assert self._ann is not None
+            self._ann.build(self.vector_ids(), self.vector_rows, generation)
+            self._ann.save()
+        except Exception:  # noqa: BLE001 - searches fall back to the exact scan
+            log.exception("building the vector index of %s failed", self.path)
 
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         if not ids:
@@ -386,7 +581,8 @@ class KnowledgeBaseIndex:
                 "SELECT c.*, d.name AS doc_name, d.title AS title FROM chunks c JOIN documents d"
                 f" ON d.id = c.doc_id WHERE c.id IN ({marks})", list(ids)).fetchall()
         return {int(r["id"]): ChunkRow(int(r["id"]), int(r["doc_id"]), r["doc_name"], r["title"], int(r["ordinal"]),
-                                       r["text"], r["section"], r["page"], r["page_end"], r["kind"]) for r in rows}
+                                       r["text"], r["section"], r["page"], r["page_end"], r["kind"],
+                                       r["row_start"], r["row_end"]) for r in rows}
 
     def document_chunks(self, name: str) -> list[ChunkRow]:
         with self._lock:
@@ -396,6 +592,14 @@ class KnowledgeBaseIndex:
         return [found[int(r[0])] for r in rows]
 
     def close(self) -> None:
+        build = self._ann_build
+        if build is not None:
+            build.join()
+        if self._ann is not None and self._ann.dirty_since is not None:
+            try:
+                self._ann.save()
+            except Exception:  # noqa: BLE001 - the index is a cache; the next open syncs it
+                log.warning("saving the vector index failed", exc_info=True)
         with self._lock:
             self._conn.close()
 

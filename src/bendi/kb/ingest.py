@@ -1,7 +1,9 @@
 """Ingest: files and folders into a knowledge base, one transaction per document.
 
-Loader -> chunks -> vectors -> index; a file that fails is recorded with its reason and never
-stops the others. Re-adding an unchanged file does nothing; a changed one is replaced.
+Loader (OCR for scans and images) -> chunks -> index, with the chunks queued for vectors
+(vectors.py embeds them afterwards, so a document is searchable lexically at once); a file that
+fails is recorded with its reason and never stops the others. Re-adding an unchanged file does
+nothing; a changed one is replaced.
 """
 
 from __future__ import annotations
@@ -14,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bendi.errors import BendiError, DocumentError
 from bendi.kb.chunking import chunk_blocks
 from bendi.kb.embed import Embedder
 from bendi.kb.embedders import Embedders
-from bendi.kb.loaders import format_of, load_document
+from bendi.kb.loaders import LoadOptions, format_of, load_document
 from bendi.kb.registry import KnowledgeBaseRegistry
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,14 @@ class AddResult:
 class Ingester:
     """Adds documents to the knowledge bases of a registry, embedding with each one's embedder."""
 
-    def __init__(self, registry: KnowledgeBaseRegistry, embedders: Embedders) -> None:
+    def __init__(self, registry: KnowledgeBaseRegistry, embedders: Embedders,
+                 ocr: Callable[[], Any] | None = None, added: Callable[[str], None] | None = None) -> None:
         self.registry = registry
         self.embedders = embedders
+        #: the OCR engine, made on first use (None when OCR is not installed)
+        self.ocr = ocr
+        #: called with the knowledge base's name after a document went in (wakes the embedder)
+        self.added = added
 
     def embedder(self, name: str) -> Embedder:
         return self.embedders.named(self.registry.row(name)["embed"])
@@ -65,8 +70,13 @@ class Ingester:
                 progress(result)
         return results
 
-    def add_file(self, name: str, path: Path, *, doc_name: str | None = None, data: bytes | None = None) -> AddResult:
-        """Add or replace one document; never raises for a bad file, the result says why it failed."""
+    def add_file(self, name: str, path: Path, *, doc_name: str | None = None, data: bytes | None = None,
+                 pages: Callable[[int, int], None] | None = None) -> AddResult:
+        """Add or replace one document; never raises for a bad file, the result says why it failed.
+
+        The document is searchable lexically when this returns; its chunks wait for vectors.
+        `pages(done, total)` reports progress through long PDFs and scans.
+        """
         started = time.perf_counter()
         index = self.registry.index(name)
         doc_name = doc_name or path.name
@@ -82,15 +92,16 @@ class Ingester:
             if old is not None and old.sha256 == digest:
                 return AddResult(doc_name, "unchanged", old.n_chunks, old.n_chars,
                                  seconds=time.perf_counter() - started)
-            loaded = load_document(path, data)
+            loaded = load_document(path, data, LoadOptions(ocr=self.ocr, progress=pages))
             chunks = chunk_blocks(loaded.blocks)
             if not chunks:
                 raise DocumentError(f"{path.name}: no text")
-            vectors, mask = self._embed_chunks(name, [f"{c.section}\n{c.text}".strip() for c in chunks])
             index.put_document(
                 name=doc_name, source=source, sha256=digest, size=len(data), format=loaded.format,
                 title=loaded.title, pages=loaded.pages, warnings=loaded.warnings, chunks=chunks,
-                vectors=vectors, vector_mask=mask)
+                vectors=None, pending_vectors=True)
+            if self.added is not None:
+                self.added(name)
             status = "updated" if old is not None else "added"
             return AddResult(doc_name, status, len(chunks), sum(len(c.text) for c in chunks),
                              warnings=loaded.warnings, seconds=time.perf_counter() - started)
@@ -100,16 +111,6 @@ class Ingester:
                 log.info("adding %s failed", path, exc_info=True)
             index.record_failure(doc_name, source, message)
             return AddResult(doc_name, "failed", error=message, seconds=time.perf_counter() - started)
-
-    def _embed_chunks(self, name: str, texts: list[str]) -> tuple[np.ndarray | None, list[bool] | None]:
-        embedder = self.embedder(name)
-        min_known = self.registry.retrieval_settings(name).min_known
-        # Chunks the model cannot read (mostly [UNK] for the English-only bundled model) get no
-        # vector: their similarities would be noise, and embedding them costs most of the ingest time.
-        mask = [embedder.known_fraction(t) >= min_known for t in texts]
-        wanted = [t for t, keep in zip(texts, mask, strict=True) if keep]
-        vectors = embedder.embed(wanted) if wanted else np.zeros((0, embedder.dim or 1), np.float32)
-        return vectors, mask
 
 
 def expand_paths(paths: list[Path]) -> list[tuple[str, Path]]:
@@ -123,7 +124,10 @@ def expand_paths(paths: list[Path]) -> list[tuple[str, Path]]:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 rel = child.relative_to(path)
-                if any(part.startswith(".") for part in rel.parts) or not child.is_file():
+                if any(part.startswith(".") for part in rel.parts):
+                    continue
+                # a broken link is kept, so that it is reported ("cannot read") rather than skipped
+                if not child.is_file() and not (child.is_symlink() and not child.exists()):
                     continue
                 if format_of(child) is not None:
                     out.append((rel.as_posix(), child))

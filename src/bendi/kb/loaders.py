@@ -1,7 +1,9 @@
 """Document loaders: a file becomes a list of blocks (headings, text, tables) with page anchors.
 
-Formats: txt, md, html, pdf (text layer), docx (with tables), csv, xlsx. Every failure is a
-DocumentError with a reason a user can act on.
+Formats: txt, md, html, pdf, docx (with tables), csv, xlsx, and images (jpg, png, tiff, bmp,
+webp). PDF pages without a text layer, scanned regions of pages that have one, and images are
+read by OCR (scanned.py) when the caller passes an OCR engine. Every failure is a DocumentError
+with a reason a user can act on.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ from bendi.errors import DocumentError
 SUFFIXES = {
     ".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html",
     ".pdf": "pdf", ".docx": "docx", ".csv": "csv", ".xlsx": "xlsx",
+    ".jpg": "image", ".jpeg": "image", ".png": "image", ".tif": "image", ".tiff": "image",
+    ".bmp": "image", ".webp": "image",
 }
 
 
@@ -30,6 +35,8 @@ class Block:
     level: int = 0  # heading level, 1 = top
     page: int | None = None  # 1-based page, for paged formats
     rows: list[list[str]] = field(default_factory=list)  # tables: first row is the header
+    #: tables: each row's number in the file (spreadsheet row, CSV line), for citations
+    row_numbers: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -41,12 +48,26 @@ class LoadedDocument:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class LoadOptions:
+    """What a loader may use beyond the bytes: an OCR engine (made on first use, None when OCR is
+    not installed) and a progress callback for long files (pages done, pages in all)."""
+
+    ocr: Callable[[], Any] | None = None
+    progress: Callable[[int, int], None] | None = None
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+
 def format_of(path: Path) -> str | None:
     return SUFFIXES.get(path.suffix.lower())
 
 
-def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
+def load_document(path: Path, data: bytes | None = None, options: LoadOptions | None = None) -> LoadedDocument:
     """Read `path` (or `data`, named by `path`) into blocks."""
+    options = options or LoadOptions()
     fmt = format_of(path)
     if fmt is None:
         known = ", ".join(sorted(set(SUFFIXES.values())))
@@ -58,14 +79,19 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
             raise DocumentError(f"{path.name}: cannot read: {exc.strerror or exc}") from None
     loader = _LOADERS[fmt]
     try:
-        doc = loader(data, path)
+        doc = loader(data, path, options) if fmt in ("pdf", "image") else loader(data, path)
     except DocumentError:
         raise
     except Exception as exc:  # parsers raise anything on a damaged file
         raise DocumentError(f"{path.name}: not a readable {fmt} file ({type(exc).__name__}: {exc})") from None
     doc.blocks = [b for b in doc.blocks if b.text.strip() or b.rows]
     if not any(b.kind != "heading" for b in doc.blocks):
-        reason = "no text layer (scanned?)" if fmt == "pdf" else "no text"
+        if fmt == "pdf" and options.ocr is None:
+            reason = "no text layer (scanned?); OCR is off"
+        elif fmt in ("pdf", "image"):
+            reason = "no text found, not even by OCR"
+        else:
+            reason = "no text"
         raise DocumentError(f"{path.name}: {reason}")
     return doc
 
@@ -282,7 +308,7 @@ def _load_html(data: bytes, path: Path) -> LoadedDocument:
 # -- pdf ---------------------------------------------------------------------------------------
 
 
-def _load_pdf(data: bytes, path: Path) -> LoadedDocument:
+def _load_pdf(data: bytes, path: Path, options: LoadOptions) -> LoadedDocument:
     from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(data))
@@ -297,9 +323,20 @@ def _load_pdf(data: bytes, path: Path) -> LoadedDocument:
     blocks: list[Block] = []
     empty: list[int] = []
     n = len(texts)
+    scanned: dict[int, list[Block]] = {}
+    ocr_pages: list[int] = []
+    engine = options.ocr() if options.ocr is not None else None
+    if engine is not None:
+        from bendi.kb.scanned import ocr_pdf_pages
+
+        scanned = ocr_pdf_pages(data, texts, engine, options)
+        ocr_pages = sorted(p for p, b in scanned.items() if b)
     for number, text in enumerate(texts, start=1):
         if not text:
-            empty.append(number)
+            if scanned.get(number):
+                blocks.extend(scanned[number])
+            else:
+                empty.append(number)
             continue
         headings = dict(outline.get(number, []))
         lines = [ln for ln in text.splitlines() if _digits_masked(ln.strip()) not in repeated]
@@ -308,9 +345,13 @@ def _load_pdf(data: bytes, path: Path) -> LoadedDocument:
             if heading not in in_text:  # a bookmark whose title is not printed on the page
                 blocks.append(Block("heading", heading, level=level, page=number))
         blocks.extend(_pdf_page_blocks(lines, number, headings))
+        blocks.extend(scanned.get(number, []))  # scanned regions of a page that also has text
     doc = LoadedDocument("pdf", _pdf_title(reader, path), blocks, pages=n)
+    if ocr_pages:
+        doc.warnings.append(f"read by OCR: {'page' if len(ocr_pages) == 1 else 'pages'} {_ranges(ocr_pages)}")
     if empty:
-        doc.warnings.append(f"{len(empty)} of {n} pages have no text layer: {_ranges(empty)}")
+        what = "no text, even by OCR" if engine is not None else "no text layer"
+        doc.warnings.append(f"{len(empty)} of {n} pages have {what}: {_ranges(empty)}")
     return doc
 
 
@@ -389,6 +430,11 @@ def _pdf_outline(reader: Any) -> dict[int, list[tuple[str, int]]]:
     return found
 
 
+def ranges(pages: list[int]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    return _ranges(pages)
+
+
 def _ranges(pages: list[int]) -> str:
     parts: list[str] = []
     start = prev = pages[0]
@@ -456,10 +502,15 @@ def _load_csv(data: bytes, path: Path) -> LoadedDocument:
         dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    rows = [[c.strip() for c in r] for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for n, r in enumerate(csv.reader(io.StringIO(text), dialect), start=1):
+        if any(c.strip() for c in r):
+            rows.append([c.strip() for c in r])
+            numbers.append(n)
     if not rows:
         raise DocumentError(f"{path.name}: no rows")
-    return LoadedDocument("csv", path.stem, [Block("table", rows=rows)])
+    return LoadedDocument("csv", path.stem, [Block("table", rows=rows, row_numbers=numbers)])
 
 
 def _load_xlsx(data: bytes, path: Path) -> LoadedDocument:
@@ -470,21 +521,29 @@ def _load_xlsx(data: bytes, path: Path) -> LoadedDocument:
     try:
         for sheet in book.worksheets:
             rows = []
-            for values in sheet.iter_rows(values_only=True):
+            numbers = []
+            for n, values in enumerate(sheet.iter_rows(values_only=True), start=sheet.min_row or 1):
                 cells = ["" if v is None else str(v).strip() for v in values]
                 while cells and not cells[-1]:
                     cells.pop()
                 if any(cells):
                     rows.append(cells)
+                    numbers.append(n)
             if rows:
                 blocks.append(Block("heading", sheet.title, level=1))
-                blocks.append(Block("table", rows=rows))
+                blocks.append(Block("table", rows=rows, row_numbers=numbers))
     finally:
         book.close()
     return LoadedDocument("xlsx", path.stem, blocks)
 
 
-_LOADERS = {
+def _load_image(data: bytes, path: Path, options: LoadOptions) -> LoadedDocument:
+    from bendi.kb.scanned import load_image
+
+    return load_image(data, path, options)
+
+
+_LOADERS: dict[str, Callable[..., LoadedDocument]] = {
     "txt": _load_txt, "md": _load_md, "html": _load_html, "pdf": _load_pdf,
-    "docx": _load_docx, "csv": _load_csv, "xlsx": _load_xlsx,
+    "docx": _load_docx, "csv": _load_csv, "xlsx": _load_xlsx, "image": _load_image,
 }

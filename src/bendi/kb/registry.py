@@ -120,7 +120,7 @@ class KnowledgeBaseRegistry:
 
     def retrieval_settings(self, name: str, **overrides: Any) -> RetrievalSettings:
         stored = self.stored_settings(name).get("retrieval", {})
-        return RetrievalSettings().updated(**stored).updated(**overrides)
+        return RetrievalSettings.from_stored(stored).updated(**overrides)
 
     def update_settings(self, name: str, **retrieval: Any) -> RetrievalSettings:
         """Change a knowledge base's stored retrieval defaults."""

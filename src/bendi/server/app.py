@@ -42,6 +42,10 @@ def create_app(settings: Settings, services: Services | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             await asyncio.to_thread(on_startup, svc)
+        # knowledge-base vectors an earlier run left pending are embedded in the background
+        resume = getattr(getattr(svc, "kb", None), "resume_vectors", None)
+        if resume is not None:
+            await asyncio.to_thread(resume)
         reaper = asyncio.create_task(_reap(svc))
         try:
             yield

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from bendi.core.collect import Collector, acollect
 from bendi.core.generation import DEFAULT_ANSWER_MODEL, Run
 from bendi.errors import BendiError, InvalidRequest
-from bendi.kb.answer import citations
+from bendi.kb.answer import check_answer, citations
 from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.types import Done, ReasoningDelta, TextDelta
 from bendi.server.access import caller_access, visible
@@ -33,7 +33,7 @@ router = APIRouter(prefix="/kb", tags=["knowledge bases"])
 
 class CreateBody(BaseModel):
     name: str
-    embed: str = "all-minilm"
+    embed: str = "multilingual-e5-small"
 
 
 class SearchBody(BaseModel):
@@ -148,7 +148,7 @@ async def ask_kb(request: Request, name: str) -> Any:
     result = await acollect(run.events)
     return {"question": run.question, "answer": result.text, "reasoning": result.reasoning or None,
             "model": _model(run), "found": bool(run.sources), "sources": _sources(run),
-            "citations": citations(result.text, len(run.sources)),
+            "citations": citations(result.text, len(run.sources)), **_checked(run, result.text),
             "finish_reason": result.done.finish_reason}
 
 
@@ -169,9 +169,19 @@ async def _lines(run: Run) -> AsyncIterator[bytes]:
         elif isinstance(event, Done):
             yield ndjson({"type": "done", "finish_reason": event.finish_reason,
                           "citations": citations(collector.text, len(run.sources)),
+                          **_checked(run, collector.text),
                           "usage": {"prompt_tokens": event.usage.prompt_tokens,
                                     "completion_tokens": event.usage.completion_tokens}})
 
 
 def _error_line(exc: BendiError) -> bytes:
     return ndjson({"type": "error", **openai_error_body(exc)})
+
+
+def _checked(run: Run, text: str) -> dict[str, Any]:
+    """Each cited source with its document, page or sheet/rows and quoted sentence, and whether the
+    cited sources hold the answer's key facts."""
+    if not run.sources:
+        return {"cited_sources": [], "grounded": None, "unsupported": []}
+    check = check_answer(text, run.question, run.sources)
+    return {"cited_sources": check["citations"], "grounded": check["grounded"], "unsupported": check["unsupported"]}
