@@ -204,12 +204,12 @@ def main() -> None:
         started = time.perf_counter()
         for mode, s in modes.items():
             rows[mode] = run_mode(index, cached, queries, s)
-        report["query_embedding_misses"] = cached.misses
-        cached.save()
         extra_q = [{"question": q} for q in OUT_OF_KB] + [
             {"question": q} for q in perturbed(queries, {d["id"]: d for d in corpus}, random.Random(7))]
         extra_rows = {m: run_mode(index, cached, extra_q, modes[m]) for m in ("hybrid", "lexical")}
         report["eval_seconds"] = time.perf_counter() - started
+        report["query_embedding_misses"] = cached.misses
+        cached.save()
         kb.close()
 
     # every question's answer rank and gate features, for refitting or auditing the gate offline

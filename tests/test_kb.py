@@ -283,7 +283,9 @@ def test_remove_document_clears_every_index(kb: KnowledgeBaseService, tmp_path: 
     assert kb.search("t", "scraper blade worn").hits
     assert index.vector_matrix()[1].shape[0] >= 1
     kb.remove_document("t", "en.txt")
-    assert kb.search("t", "scraper blade worn", include_all=True).hits == []
+    # the vector leg still offers the Chinese document's chunks (e5 reads both languages); none of
+    # the removed document's
+    assert all(h.document != "en.txt" for h in kb.search("t", "scraper blade worn", include_all=True).hits)
     assert index.vector_matrix()[1].shape[0] == index.n_chunks()  # only the other document's
     assert index.doc_freqs(["scraper"]) == {"scraper": 0}
     assert kb.search("t", "瓦斯浓度").hits  # the other document is untouched

@@ -320,7 +320,7 @@ def ask(ctx: click.Context, name: str, question: str, model: str, top_k: int | N
                 click.echo(event.text, nl=False)
     result = collector.result()
     cited = citations(result.text, len(run.sources))
-    check = check_answer(result.text, run.question, run.sources) if run.sources else None
+    check = check_answer(result.text, run.question or "", run.sources) if run.sources else None
     if as_json:
         echo_json({"question": run.question, "answer": result.text, "reasoning": result.reasoning or None,
                    "model": run.model if run.sources else None, "found": bool(run.sources), "citations": cited,

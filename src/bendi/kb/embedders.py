@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bendi.kb.embed import BUNDLED_EMBED, MINILM_EMBED, E5Embedder, Embedder, GGUFEmbedder, MiniLMEmbedder
+from bendi.kb.embed import (
+    BUNDLED_EMBED,
+    MINILM_EMBED,
+    E5Embedder,
+    Embedder,
+    GGUFEmbedder,
+    MiniLMEmbedder,
+)
 from bendi.store import ModelStore
 
 

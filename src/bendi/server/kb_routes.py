@@ -183,5 +183,5 @@ def _checked(run: Run, text: str) -> dict[str, Any]:
     cited sources hold the answer's key facts."""
     if not run.sources:
         return {"cited_sources": [], "grounded": None, "unsupported": []}
-    check = check_answer(text, run.question, run.sources)
+    check = check_answer(text, run.question or "", run.sources)
     return {"cited_sources": check["citations"], "grounded": check["grounded"], "unsupported": check["unsupported"]}
