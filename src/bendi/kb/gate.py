@@ -45,9 +45,11 @@ class Gate:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def probability(self, values: dict[str, float]) -> float:
+        """P(answerable); a feature missing from `values` (not measurable on this query) counts as
+        its average on the calibration questions, i.e. as no evidence either way."""
         z = self.bias
         for name, mu, sd, w in zip(self.features, self.mean, self.scale, self.weights, strict=True):
-            z += w * (values.get(name, 0.0) - mu) / sd
+            z += w * (values.get(name, mu) - mu) / sd
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,6 +40,10 @@ from bendi.kb.segment import TermMatcher, query_terms, query_words, word_terms
 
 #: hits whose texts feed the gate's features
 GATE_DEPTH = 3
+#: the gate's IDFs treat a smaller knowledge base as this many chunks (its calibration ran on 1,257)
+GATE_MIN_CHUNKS = 1000
+#: fewer candidates than this: no spread of similarities to measure cosine_gap against
+GAP_MIN_CANDIDATES = 8
 
 
 @dataclass
@@ -215,7 +219,10 @@ def search(index: KnowledgeBaseIndex, embedder: Embedder | None, query: str, set
     wanted = order[: max(settings.top_k, GATE_DEPTH)] if not include_all else order
     rows = index.chunks(wanted)
     words = query_words(query)
-    word_weight = _word_weights(index, words, n)
+    # the gate's IDFs count a small knowledge base as GATE_MIN_CHUNKS chunks: in a base of three
+    # chunks every word the question shares with them would weigh next to nothing
+    n_gate = max(n, GATE_MIN_CHUNKS)
+    word_weight = _word_weights(index, words, n_gate)
 
     hits: list[Hit] = []
     for cid in wanted:
@@ -227,7 +234,7 @@ def search(index: KnowledgeBaseIndex, embedder: Embedder | None, query: str, set
                         fused[cid], _coverage(matcher, word_weight), bm25.get(cid), lex_rank.get(cid),
                         sims.get(cid), vec_rank.get(cid), False, row.row_start, row.row_end))
 
-    features = gate_features(query, terms, dfs, n, word_weight, hits[:GATE_DEPTH], bm25, sims)
+    features = gate_features(query, terms, dfs, n_gate, word_weight, hits[:GATE_DEPTH], bm25, sims)
     if gate is None:
         gate = load_gate("hybrid" if "vector" in legs else "lexical")
     confidence = gate.probability(features) if hits else 0.0
@@ -330,7 +337,8 @@ def gate_features(query: str, terms: list[str], dfs: dict[str, int], n: int,
         values = sorted(sims.values(), reverse=True)
         best = max((h.vector for h in top if h.vector is not None), default=values[0])
         out["cosine"] = best
-        out["cosine_gap"] = best - float(np.median(values))
+        if len(values) >= GAP_MIN_CANDIDATES:  # else left out: the gate takes it as average
+            out["cosine_gap"] = best - float(np.median(values))
         out["cosine_margin"] = values[0] - (values[1] if len(values) > 1 else values[0])
         # both legs put the same chunk first
         lexical_first = max(bm25, key=lambda c: bm25[c]) if bm25 else None
