@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,9 @@ from safetensors.numpy import save_file
 from tests.processes import alive, wait_until
 from tests.server_util import ServerProcess
 
+from bendi.config import Settings
+from bendi.core.context import RequestContext
+from bendi.services import Services
 from bendi.store import ModelStore
 
 FAKE = Path(__file__).parent / "fake_vllm"
@@ -52,9 +55,11 @@ def make_hf_dir(root: Path) -> Path:
 class FakeVllmServer:
     """`bendi serve` whose vLLM is the stand-in, with its launch recorded for inspection."""
 
-    def __init__(self, tmp: Path, **env: str) -> None:
+    def __init__(self, tmp: Path, setup: Callable[[Path], None] | None = None, **env: str) -> None:
         home = tmp / "home"
         ModelStore(home / "models").import_dir(make_hf_dir(tmp), NAME)
+        if setup is not None:
+            setup(home)
         self.record = tmp / "launch.json"
         full_env = {"BENDI_VLLM_PYTHON": sys.executable, "BENDI_KEEP_ALIVE": "-1",
                     "PYTHONPATH": os.pathsep.join([str(FAKE), os.environ.get("PYTHONPATH", "")]),
@@ -120,6 +125,52 @@ def test_knowledge_base_answers_and_metrics_on_vllm(fake: FakeVllmServer) -> Non
     metrics = httpx.get(url + "/metrics", timeout=30).text
     assert any(line.startswith("bendi_output_tokens") and f'model="{NAME}"' in line
                for line in metrics.splitlines())
+
+
+def test_keys_quotas_and_audit_on_vllm(tmp_path: Path) -> None:
+    """Users, quotas and audit see a vLLM-backed model like any other: they sit in the core
+    generation service, above the engines."""
+    keys: dict[str, str] = {}
+
+    def accounts(home: Path) -> None:
+        cli = RequestContext.local("cli test")
+        services = Services.build(Settings(home=home))
+        d = services.auth.directory
+        d.add_user("boss", role="admin", password="boss-password", actor=cli)
+        d.add_user("li", password="li-password", actor=cli)
+        keys["admin"] = d.create_key("boss", routes=("chat", "embeddings", "kb", "admin"), actor=cli)[1]
+        keys["li"] = d.create_key("li", name="rpm", actor=cli)[1]
+        d.set_quota(key=keys["li"].split("_")[1], requests_per_minute=2, actor=cli)
+        services.close()
+
+    fake = FakeVllmServer(tmp_path, setup=accounts)
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=fake.url + "/v1", api_key="nope", max_retries=0).chat.completions.create(
+                model=NAME, messages=[{"role": "user", "content": "hi"}])
+        li = openai.OpenAI(base_url=fake.url + "/v1", api_key=keys["li"], max_retries=0)
+        reply = li.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "one two"}])
+        assert reply.choices[0].message.content.split() == ["one", "two"]
+        ollama.Client(host=fake.url, headers={"Authorization": f"Bearer {keys['li']}"}).chat(
+            model=NAME, messages=[{"role": "user", "content": "three"}])
+        with pytest.raises(openai.RateLimitError) as limited:
+            li.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "four"}])
+        assert int(limited.value.response.headers["retry-after"]) >= 1
+        usage = httpx.get(fake.url + "/admin/usage?by=key", timeout=30,
+                          headers={"Authorization": f"Bearer {keys['admin']}"}).json()
+        assert {u["key_id"]: u for u in usage["usage"]}[keys["li"].split("_")[1]]["requests"] == 2
+    finally:
+        assert fake.proc.stop() == 0
+    services = Services.build(Settings(home=tmp_path / "home"))
+    try:
+        assert services.audit.verify().ok
+        records = services.audit.query(limit=None)
+        chats = [r for r in records if r["kind"] == "chat" and r["status"] == "ok"]
+        assert len(chats) == 2 and {r["model"] for r in chats} == {NAME}
+        assert all(r["user"] == "li" and r["completion_tokens"] > 0 for r in chats)
+        assert {401, 429} <= {r["code"] for r in records if r["status"] == "refused"}
+    finally:
+        services.close()
 
 
 def test_embeddings_start_a_pooling_server(fake: FakeVllmServer) -> None:
