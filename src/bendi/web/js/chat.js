@@ -271,7 +271,14 @@ function updateMessage(m, index, parts) {
     label.textContent = live && !m.content ? t("chat.thinking")
       : (m.think_seconds ? t("chat.thought", {s: m.think_seconds}) : t("chat.reasoning"));
     fill(parts.reasoning.querySelector(".reasoning-text"), renderMarkdown(m.reasoning, {}));
-    if (live && m.content && parts.reasoning.dataset.autoclosed !== "1") {
+    // open while the model thinks (so the reasoning can be read as it comes), folded once the
+    // answer starts (also when the answer and the end came in one piece, before a redraw);
+    // after that it stays as the reader leaves it
+    if (live && !m.content && !parts.reasoning.dataset.autoopened) {
+      parts.reasoning.open = true;
+      parts.reasoning.dataset.autoopened = "1";
+    }
+    if (m.content && parts.reasoning.dataset.autoclosed !== "1") {
       parts.reasoning.open = false;
       parts.reasoning.dataset.autoclosed = "1";
     }
