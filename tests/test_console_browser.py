@@ -180,6 +180,7 @@ REASONING_STREAM = """
   window.__answer = null;
   window.fetch = (url, init) => {
     if (!String(url).endsWith("/v1/chat/completions")) return real(url, init);
+    window.__request = JSON.parse(init.body);
     const enc = new TextEncoder();
     const line = (e) => enc.encode("data: " + JSON.stringify(e) + "\\n\\n");
     const body = new ReadableStream({async start(c) {
@@ -209,12 +210,22 @@ def test_reasoning_streams_into_a_block_that_folds_away(page: Any, server: Serve
                          {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]}
     page.add_init_script(REASONING_STREAM % json.dumps(events))
     open_console(page)
+    # the chat settings go with the request: system prompt and temperature
+    page.click("#chat-settings")
+    page.fill("#system-prompt", "You are the plant's assistant.")
+    page.locator("#system-prompt").dispatch_event("change")
+    page.locator("#temperature").fill("0.3")
+    page.locator("#temperature").dispatch_event("change")
+    page.click("#chat-settings")
     ask(page, "Hello")
     block = last_answer(page).locator("details.reasoning")
     block.locator(".reasoning-text strong").wait_for()  # the reasoning is Markdown too
     assert block.get_attribute("open") is not None  # open while the model thinks
     assert "I answer" in block.locator(".reasoning-text").inner_text()
     assert page.locator("#stop").is_visible()
+    sent = page.evaluate("window.__request")
+    assert sent["messages"][0] == {"role": "system", "content": "You are the plant's assistant."}
+    assert sent["temperature"] == 0.3 and sent["stream"] is True
     shoot(page, "chat-reasoning-1280")
     page.evaluate("window.__answer()")
     wait_idle(page)
@@ -352,6 +363,8 @@ def test_models_page_and_language_switch(page: Any, browser: Any, server: Server
     page.click("#lang-switch")
     page.wait_for_selector("#nav-models >> text=模型")
     assert page.locator("h1").inner_text() == "模型"
+    verdict = page.locator("#installed tr[data-model='smollm2:135m'] .pill").inner_text()
+    assert "fits" not in verdict and "CPU" in verdict  # the planner's verdict in Chinese too
     page.reload()  # the choice is kept in this browser
     page.wait_for_selector("#nav-models >> text=模型")
     page.click("#lang-switch")
