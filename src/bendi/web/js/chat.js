@@ -81,23 +81,27 @@ function renderSidebar() {
 
 // -- the page ---------------------------------------------------------------------------------
 
+/** Whether the page shows conversation `id` while its answer streams in (nothing to redraw). */
+export function chatShowing(id) {
+  return !!(state.running && state.conv && state.conv.id === id && view && document.body.contains(view.root));
+}
+
 /** Show the chat page; `id`: a saved conversation; `start`: {q, model} to ask right away. */
 export async function chatPage(root, app, id, start) {
   ctx = app;
-  if (state.running && state.conv && state.conv.id === id && view && root.contains(view.root)) return;
   if (state.running) state.running.abort();
   await loadChoices();
+  let conv = newConversation(start && start.model);
   if (id) {
     try {
       const saved = await get(`/conversations/${encodeURIComponent(id)}`);
-      state.conv = {...saved, settings: {...defaults(), ...saved.settings}};
+      conv = {...saved, settings: {...defaults(), ...saved.settings}};
     } catch (err) {
       toast(err.message, "error");
-      state.conv = newConversation();
     }
-  } else {
-    state.conv = newConversation(start && start.model);
   }
+  if (!document.body.contains(root)) return;  // the reader went elsewhere meanwhile
+  state.conv = conv;
   build(root);
   renderSidebar();
   if (!state.conversations.length) refreshConversations();
