@@ -130,3 +130,48 @@ def test_admin_creates_a_member_who_sees_no_admin_section_and_no_ungranted_knowl
     phone.goto("/#/admin/users")
     phone.wait_for_selector("#users")
     shoot(phone, "admin-users-390")
+
+
+def test_admin_groups_quotas_audit_filters_export_and_revoking_a_key(browser: Any, server: ServerProcess) -> None:
+    admin = new_page(browser, server)
+    log_in(admin, ADMIN, ADMIN_PASSWORD)
+    # a group with a member
+    admin.goto("/#/admin/groups")
+    admin.get_by_role("button", name="New group").click()
+    admin.fill("#f-name", "shift-a")
+    admin.locator("dialog .btn-primary").click()
+    row = admin.locator("#groups tr", has_text="shift-a")
+    row.wait_for()
+    row.get_by_role("button", name="Add members").click()
+    admin.select_option("#f-users", [ADMIN])
+    admin.locator("dialog .btn-primary").click()
+    admin.locator("#groups tr", has_text="shift-a").locator(".chip", has_text=ADMIN).wait_for()
+    shoot(admin, "admin-groups-1280")
+    # a quota, and today's usage
+    admin.get_by_role("tab", name="Quotas and usage").click()
+    admin.get_by_role("button", name="Set a quota").click()
+    admin.select_option("#f-user", ADMIN)
+    admin.fill("#f-requests_per_minute", "600")
+    admin.locator("dialog .btn-primary").click()
+    admin.locator("#quotas tr", has_text=ADMIN).wait_for()
+    assert "600" in admin.locator("#quotas").inner_text()
+    shoot(admin, "admin-quotas-1280")
+    # the audit log filtered by user, and its export
+    admin.get_by_role("tab", name="Audit log").click()
+    admin.wait_for_selector("#audit tbody tr")
+    admin.fill("input[name=kind]", "admin")
+    admin.locator("input[name=kind]").dispatch_event("change")
+    admin.wait_for_function("[...document.querySelectorAll('#audit tbody tr')].every(r => !r.innerText.includes('login'))")
+    assert "group.add" in admin.locator("#audit").inner_text()
+    href = admin.locator("a", has_text="CSV").get_attribute("href")
+    assert "kind=admin" in href  # the export takes the filters shown
+    csv = admin.evaluate("(u) => fetch(u).then(r => r.text())", href).splitlines()
+    assert csv[0].startswith("seq,") and any("group.add" in line for line in csv[1:])
+    assert not any("/auth/login" in line for line in csv)
+    shoot(admin, "admin-audit-filtered-1280")
+    # a key revoked
+    admin.get_by_role("tab", name="API keys").click()
+    admin.wait_for_selector("#keys tbody tr")
+    admin.locator("#keys tbody tr").first.get_by_role("button", name="Revoke").click()
+    admin.locator("dialog .btn-danger, dialog .btn-primary").last.click()
+    admin.locator("#keys .pill", has_text="revoked").wait_for()

@@ -12,6 +12,7 @@ text, never run as HTML. Each page is saved as a screenshot under tests/output/c
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +21,25 @@ from typing import Any
 import httpx
 import pytest
 from tests.browser_util import DESKTOP, PHONE, STEP_MS, XSS, browser, shoot
+from tests.mirror import Mirror, MirrorServer, write_tiny_gguf
 from tests.server_util import ServerProcess
 
 __all__ = ["browser"]  # the fixture, used by the tests below
 
 
+#: what the Models page pulls from the loopback mirror (tests/mirror.py), and the name it gets
+PULL_NAME, PULLED = "x/Tiny-GGUF/Tiny-Q4_0.gguf", "tiny:q4_0"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("console") / "home", "--demo").wait_ready(timeout=300)
-    yield proc
-    proc.stop()
+    root = tmp_path_factory.mktemp("console")
+    mirror = Mirror()
+    mirror.add_hf("x/Tiny-GGUF", "Tiny-Q4_0.gguf", write_tiny_gguf(root / "tiny.gguf", n_floats=512 * 1024))
+    with MirrorServer(mirror) as source:
+        proc = ServerProcess(root / "home", "--demo", env={"BENDI_SOURCES": f"hub=huggingface:{source.url}"})
+        yield proc.wait_ready(timeout=300)
+        proc.stop()
 
 
 @pytest.fixture
@@ -161,6 +171,79 @@ def test_asking_the_demo_knowledge_base_in_chinese_opens_the_cited_passage(brows
     context.close()
 
 
+#: a DeepSeek-R1 stream as bendi's OpenAI route sends it (reasoning_content deltas, then content),
+#: played by the page itself: the reasoning events come at once, the answer when the test says so
+REASONING_STREAM = """
+(() => {
+  const events = %s;
+  const real = window.fetch;
+  window.__answer = null;
+  window.fetch = (url, init) => {
+    if (!String(url).endsWith("/v1/chat/completions")) return real(url, init);
+    window.__request = JSON.parse(init.body);
+    const enc = new TextEncoder();
+    const line = (e) => enc.encode("data: " + JSON.stringify(e) + "\\n\\n");
+    const body = new ReadableStream({async start(c) {
+      for (const e of events.reasoning) c.enqueue(line(e));
+      await new Promise((go) => { window.__answer = go; });
+      for (const e of events.answer) c.enqueue(line(e));
+      c.enqueue(enc.encode("data: [DONE]\\n\\n"));
+      c.close();
+    }});
+    return Promise.resolve(new Response(body, {headers: {"content-type": "text/event-stream"}}));
+  };
+})();
+"""
+
+
+def test_reasoning_streams_into_a_block_that_folds_away(page: Any, server: ServerProcess) -> None:
+    """DeepSeek-R1's reasoning shows in its own open block while the model thinks and folds away
+    when the answer starts; the answer's Markdown and code are rendered. The bundled model does not
+    reason, so the stream is played by the page (the server's side is tested in test_reasoning.py
+    and test_server.py)."""
+    def chunk(**delta: str) -> dict[str, Any]:
+        return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+    events = {"reasoning": [chunk(role="assistant", reasoning_content="The user greets. "),
+                            chunk(reasoning_content="I answer **briefly**.")],
+              "answer": [chunk(content="Hello! Here is `code`:\n\n```python\nprint('hi')  # greet\n```\n"),
+                         {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]}
+    page.add_init_script(REASONING_STREAM % json.dumps(events))
+    open_console(page)
+    # the chat settings go with the request: system prompt and temperature
+    page.click("#chat-settings")
+    page.fill("#system-prompt", "You are the plant's assistant.")
+    page.locator("#system-prompt").dispatch_event("change")
+    page.locator("#temperature").fill("0.3")
+    page.locator("#temperature").dispatch_event("change")
+    page.click("#chat-settings")
+    ask(page, "Hello")
+    block = last_answer(page).locator("details.reasoning")
+    block.locator(".reasoning-text strong").wait_for()  # the reasoning is Markdown too
+    assert block.get_attribute("open") is not None  # open while the model thinks
+    assert "I answer" in block.locator(".reasoning-text").inner_text()
+    assert page.locator("#stop").is_visible()
+    sent = page.evaluate("window.__request")
+    assert sent["messages"][0] == {"role": "system", "content": "You are the plant's assistant."}
+    assert sent["temperature"] == 0.3 and sent["stream"] is True
+    shoot(page, "chat-reasoning-1280")
+    page.evaluate("window.__answer()")
+    wait_idle(page)
+    assert block.get_attribute("open") is None  # folded once the answer came
+    shoot(page, "chat-reasoning-folded-1280")
+    block.locator("summary").click()
+    assert block.get_attribute("open") is not None and "I answer" in block.locator(".reasoning-text").inner_text()
+    answer = last_answer(page).locator(".answer")
+    assert answer.locator(".codeblock code").inner_text().strip().startswith("print('hi')")
+    assert answer.locator(".codeblock code span").count() >= 1  # the code is coloured
+    assert answer.locator("p code").inner_text() == "code"
+    assert "I answer" not in answer.inner_text()
+    # what is kept on the server has the reasoning apart from the answer
+    conv_id = page.url.rsplit("/", 1)[-1]
+    stored = httpx.get(f"{server.url}/conversations/{conv_id}").json()["messages"][-1]
+    assert "I answer" in stored["reasoning"] and "I answer" not in stored["content"]
+
+
 def make_pdf(path: Path) -> Path:
     from fpdf import FPDF
 
@@ -198,6 +281,32 @@ def test_upload_shows_progress_and_each_files_result(page: Any, server: ServerPr
     # the same file again is recognised
     page.set_input_files("#file-input", [str(pdf)])
     page.locator(".upload[data-file='forklift-safety.pdf'][data-status='unchanged']").wait_for()
+    # dropped on the drop zone
+    page.evaluate("""([name, text]) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([text], name, {type: "text/markdown"}));
+      document.querySelector("#dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""", ["dropped.md", "# Dropped\n\nForklifts park in bay 3 overnight.\n"])
+    page.locator(".upload[data-file='dropped.md'][data-status='added']").wait_for()
+    # a folder: each file named by its path inside it (as `bendi kb add FOLDER` names them), so
+    # two files of the same name do not replace each other; hidden files are left out
+    folder = tmp_path / "manuals"
+    for line in ("line-a", "line-b"):
+        (folder / line).mkdir(parents=True)
+        (folder / line / "checklist.md").write_text(f"# {line}\n\nCheck the belt tension of {line} every Monday.\n")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "notes.md").write_text("# hidden\n")
+    page.set_input_files("#folder-input", str(folder))
+    for line in ("line-a", "line-b"):
+        page.locator(f".upload[data-file='{line}/checklist.md'][data-status='added']").wait_for()
+    page.wait_for_selector("#documents >> text=line-b/checklist.md")
+    assert page.locator(".upload[data-file*='notes.md']").count() == 0
+    docs = {d["name"] for d in httpx.get(f"{server.url}/kb/warehouse/documents").json()["documents"]}
+    assert {"line-a/checklist.md", "line-b/checklist.md", "dropped.md"} <= docs
+    # removing a document (a name with a folder in it too)
+    page.locator("#documents tr", has_text="line-a/checklist.md").get_by_role("button", name="Remove").click()
+    page.locator("dialog .btn-danger").click()
+    page.wait_for_selector("#documents >> text=line-a/checklist.md", state="detached")
     # search shows ranked passages with their scores, and opens one
     page.get_by_role("tab", name="Search").click()
     page.fill("#kb-query", "charging room flames")
@@ -254,6 +363,8 @@ def test_models_page_and_language_switch(page: Any, browser: Any, server: Server
     page.click("#lang-switch")
     page.wait_for_selector("#nav-models >> text=模型")
     assert page.locator("h1").inner_text() == "模型"
+    verdict = page.locator("#installed tr[data-model='smollm2:135m'] .pill").inner_text()
+    assert "fits" not in verdict and "CPU" in verdict  # the planner's verdict in Chinese too
     page.reload()  # the choice is kept in this browser
     page.wait_for_selector("#nav-models >> text=模型")
     page.click("#lang-switch")
@@ -264,6 +375,36 @@ def test_models_page_and_language_switch(page: Any, browser: Any, server: Server
     page.goto("/#/kb/demo")
     page.wait_for_selector("#documents")
     shoot(page, "kb-documents-1280")
+
+
+def test_models_page_pulls_with_progress_imports_copies_and_removes(page: Any, server: ServerProcess, tmp_path: Path) -> None:
+    page.goto("/#/models")
+    page.wait_for_selector("#installed")
+    # a GGUF file that lies on the server
+    tiny = write_tiny_gguf(tmp_path / "tiny-import.gguf", n_floats=1024)
+    page.get_by_role("button", name="Import a file").click()
+    page.fill("#f-path", str(tiny))
+    page.fill("#f-name", "tiny-import:latest")
+    page.locator("dialog .btn-primary").click()
+    page.wait_for_selector("#installed tr[data-model='tiny-import:latest']")
+    page.get_by_role("button", name="Pull").click()
+    page.fill("#f-model", PULL_NAME)
+    page.locator("dialog .btn-primary").click()
+    row = page.locator(f".upload[data-pull='{PULL_NAME}']")
+    row.locator(".bar.done").wait_for()
+    assert "installed" in row.inner_text()
+    page.wait_for_selector(f"#installed tr[data-model='{PULLED}']")
+    shoot(page, "models-pull-1280")
+    page.locator(f"#installed tr[data-model='{PULLED}']").get_by_role("button", name="Copy").click()
+    page.fill("#f-destination", "tiny-copy:latest")
+    page.locator("dialog .btn-primary").click()
+    page.wait_for_selector("#installed tr[data-model='tiny-copy:latest']")
+    for name in (PULLED, "tiny-copy:latest", "tiny-import:latest"):
+        page.locator(f"#installed tr[data-model='{name}']").get_by_role("button", name="Remove").click()
+        page.locator("dialog .btn-danger").click()
+        page.wait_for_selector(f"#installed tr[data-model='{name}']", state="detached")
+    tags = {m["name"] for m in httpx.get(f"{server.url}/api/tags").json()["models"]}
+    assert not tags & {PULLED, "tiny-copy:latest", "tiny-import:latest"}
 
 
 def test_phone_screens(browser: Any, server: ServerProcess) -> None:

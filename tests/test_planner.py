@@ -220,21 +220,27 @@ def test_plan_for_24gb_cpu_machine() -> None:
         assert p.fits and p.recommended is not None, name
         assert p.recommended.quantization == "Q4_K_M" and p.recommended.target == "cpu"
         assert p.verdict.startswith("fits comfortably")
+        assert p.verdict_facts["kind"] == "comfortable" and p.verdict_facts["target"] == "cpu"
         assert p.recommended.tokens_per_second is not None and p.recommended.tokens_per_second > 0
     assert plans["deepseek-r1:7b"].recommended.ctx == 8192
     for name, needs in (("deepseek-r1:70b", "4"), ("deepseek-r1:671b", "404 GB")):
         assert not plans[name].fits
         assert plans[name].verdict.startswith("does not fit: needs " + needs)
         assert plans[name].verdict.endswith("you have 24.0 GB")
+        assert plans[name].verdict_facts["kind"] == "no_fit" and plans[name].verdict_facts["have"] == 24 * GB
     # 32B at Q4_K_M fits only with a shorter context
     assert "context only" in plans["deepseek-r1:32b"].verdict
 
 
 def test_plan_reduces_context_then_quantization() -> None:
     m = catalog("deepseek-r1:14b")
-    assert plan_model(m, Hardware(ram=11 * GB)).verdict.startswith("fits with 2k context only")
+    p = plan_model(m, Hardware(ram=11 * GB))
+    assert p.verdict.startswith("fits with 2k context only")
+    assert p.verdict_facts["kind"] == "context" and p.verdict_facts["ctx"] // 1024 == 2
     p = plan_model(m, Hardware(ram=9 * GB))
     assert p.verdict.startswith("fits at Q3_K_M, 2k context only") and p.recommended.quantization == "Q3_K_M"
+    assert p.verdict_facts["kind"] == "quantization" and p.verdict_facts["short_context"]
+    assert p.to_dict()["verdict_facts"] == p.verdict_facts
 
 
 def test_plan_671b_on_8_h200_uses_vllm_tp8_fp8() -> None:

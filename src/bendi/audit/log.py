@@ -289,16 +289,19 @@ class AuditLog:
             yield _export_row(row)
 
     def export(self, out: TextIO, fmt: str, *, since: float | None = None, until: float | None = None,
-               user: str | None = None) -> int:
-        """Write the records in a time range as JSON lines or CSV (oldest first); returns how many.
-        JSON lines carry the hashes, so the export can be checked against the chain later."""
+               user: str | None = None, kind: str | None = None, status: str | None = None,
+               knowledge_base: str | None = None) -> int:
+        """Write the records matching the filters (those of `query`) as JSON lines or CSV, oldest
+        first; returns how many. JSON lines carry the hashes, so the export can be checked against
+        the chain later."""
         if fmt not in ("jsonl", "csv"):
             raise InvalidRequest(f"unknown export format {fmt!r}: use jsonl or csv", param="format")
         n = 0
         writer = csv.DictWriter(out, fieldnames=COLUMNS) if fmt == "csv" else None
         if writer is not None:
             writer.writeheader()
-        for row in self._select(since=since, until=until, user=user):
+        for row in self._select(since=since, until=until, user=user, kind=kind, status=status,
+                                knowledge_base=knowledge_base):
             if writer is not None:
                 writer.writerow({k: _csv(v) for k, v in row.items()})
             else:

@@ -39,6 +39,9 @@ class ModelPlan:
     vllm: Option | None = None
     vllm_note: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: the verdict as data ({"kind": comfortable | tight | context | quantization | no_fit, and
+    #: the numbers it names}), for a console that says it in the reader's language
+    verdict_facts: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,7 @@ class ModelPlan:
             "source": self.source,
             "fits": self.fits,
             "verdict": self.verdict,
+            "verdict_facts": self.verdict_facts,
             "recommended": self.recommended.to_dict() if self.recommended else None,
             "best_quality": self.best_quality,
             "llama_cpp": self.llama_cpp.to_dict() if self.llama_cpp else None,
@@ -124,11 +128,12 @@ def plan_model(model: CatalogModel, hw: Hardware, ctx: int | None = None, slots:
         smallest = min(need, key=lambda o: o.memory - o.budget)
         have = _raw_capacity(hw, smallest.target)
         verdict = f"does not fit: needs {_gb(smallest.memory)}, you have {_gb(have)}"
-        return ModelPlan(model.name, source, False, verdict, None, None, None, None, vllm_note, notes)
+        facts = {"kind": "no_fit", "target": smallest.target, "memory": smallest.memory, "have": have}
+        return ModelPlan(model.name, source, False, verdict, None, None, None, None, vllm_note, notes, facts)
 
-    verdict = _verdict(recommended, default_q, wanted)
+    verdict, facts = _verdict(recommended, default_q, wanted)
     return ModelPlan(model.name, source, True, verdict, recommended, best_quality, chosen, vllm,
-                     vllm_note, notes)
+                     vllm_note, notes, facts)
 
 
 def _gb(n: float) -> str:
@@ -143,18 +148,24 @@ def _raw_capacity(hw: Hardware, target: str) -> int:
     return hw.ram
 
 
-def _verdict(option: Option, default_q: str, wanted: int) -> str:
+def _verdict(option: Option, default_q: str, wanted: int) -> tuple[str, dict[str, Any]]:
+    """The verdict in words, and as facts."""
     where = {"cpu": "on CPU", "gpu": "fully on GPU", "split": f"split, {option.gpu_layers} layers on GPU",
              "vllm": f"vLLM {option.detail.get('layout', '')} at {option.quantization}"}[option.target]
+    facts: dict[str, Any] = {"target": option.target, "gpu_layers": option.gpu_layers, "layout": option.detail.get("layout"),
+                             "quantization": option.quantization, "ctx": option.ctx, "memory": option.memory,
+                             "budget": option.budget}
     if option.target != "vllm":
         if option.quantization != default_q:
             short = f", {option.ctx // 1024}k context" if option.ctx < wanted else ""
-            return f"fits at {option.quantization}{short} only ({where})"
+            return (f"fits at {option.quantization}{short} only ({where})",
+                    {"kind": "quantization", "short_context": option.ctx < wanted, **facts})
         if option.ctx < wanted:
-            return f"fits with {option.ctx // 1024}k context only ({where})"
+            return f"fits with {option.ctx // 1024}k context only ({where})", {"kind": "context", **facts}
     if option.memory <= COMFORTABLE * option.budget:
-        return f"fits comfortably ({where})"
-    return f"fits, tight: {option.memory / GB:.1f} of {option.budget / GB:.1f} GB ({where})"
+        return f"fits comfortably ({where})", {"kind": "comfortable", **facts}
+    return (f"fits, tight: {option.memory / GB:.1f} of {option.budget / GB:.1f} GB ({where})",
+            {"kind": "tight", **facts})
 
 
 def plan_models(models: list[tuple[CatalogModel, str]], hw: Hardware, ctx: int | None = None,

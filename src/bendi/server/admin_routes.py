@@ -262,13 +262,17 @@ async def audit_records(request: Request, since: str | None = None, until: str |
 
 @router.get("/audit/export")
 async def audit_export(request: Request, format: str = "jsonl", since: str | None = None,
-                       until: str | None = None, user: str | None = None) -> Response:
-    """The records as a file (oldest first): format=jsonl (with hashes) or csv."""
+                       until: str | None = None, user: str | None = None, kind: str | None = None,
+                       status: str | None = None, knowledge_base: str | None = None) -> Response:
+    """The records as a file (oldest first): format=jsonl (with hashes) or csv; the filters of
+    /admin/audit."""
     audit = services(request).audit
+    filters = {"user": user, "kind": kind, "status": status, "knowledge_base": knowledge_base}
     text = await asyncio.to_thread(audit.export_text, format, since=_since(since), until=_since(until, "until"),
-                                   user=user)
+                                   **filters)
     audit.add(AuditEntry.of(caller(request), "admin", "ok", action="audit.export",
-                            detail={"format": format, "since": since, "until": until, "user": user}))
+                            detail={"format": format, "since": since, "until": until,
+                                    **{k: v for k, v in filters.items() if v is not None}}))
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     return Response(text, media_type=media,
                     headers={"Content-Disposition": f'attachment; filename="bendi-audit.{format}"'})

@@ -8,6 +8,7 @@ through the generation service. Errors are bendi errors, mapped by class by the 
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,6 +88,13 @@ async def delete_kb(request: Request, name: str) -> Any:
     return {"deleted": name}
 
 
+def document_name(filename: str) -> str:
+    """An uploaded file's document name: its path inside a dropped folder when the browser sends
+    one (as `bendi kb add FOLDER` names the files it finds), never a path outside it."""
+    parts = [p for p in re.split(r"[/\\]+", filename) if p not in ("", ".", "..")]
+    return "/".join(parts) or "upload"
+
+
 @router.post("/{name}/documents")
 async def upload_documents(request: Request, name: str) -> Any:
     """multipart/form-data with one or more `file` (or `files`) parts; one result per file."""
@@ -101,10 +109,10 @@ async def upload_documents(request: Request, name: str) -> Any:
         raise InvalidRequest("no files: send multipart/form-data with one or more 'file' parts", param="file")
     results = []
     for upload in uploads:
-        filename = Path(str(getattr(upload, "filename", "") or "upload")).name
+        doc_name = document_name(str(getattr(upload, "filename", "") or ""))
         data = await upload.read()  # type: ignore[union-attr]
-        result = await asyncio.to_thread(kb.add_file, name, Path(tempfile.gettempdir()) / filename,
-                                         doc_name=filename, data=data)
+        result = await asyncio.to_thread(kb.add_file, name, Path(tempfile.gettempdir()) / doc_name.rsplit("/", 1)[-1],
+                                         doc_name=doc_name, data=data)
         results.append(result.to_dict())
     status = 200 if all(r["status"] != "failed" for r in results) else 207
     return JSONResponse({"results": results}, status_code=status)

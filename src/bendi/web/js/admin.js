@@ -214,8 +214,10 @@ async function audit() {
   const inputs = Object.keys(filters).map((name) => h("input", {name, placeholder: t(`admin.f_${name}`), "aria-label": t(`admin.f_${name}`),
     class: "filter", onchange: (e) => { filters[name] = e.target.value.trim(); load(); }}));
   const query = (extra = {}) => new URLSearchParams(Object.entries({...filters, ...extra}).filter(([, v]) => v !== "" && v !== null)).toString();
-  const exportLink = (format) => h("a", {class: "btn btn-ghost", href: `/admin/audit/export?${query({format})}`, download: `bendi-audit.${format}`},
-    icon("download", 16), h("span", {text: format.toUpperCase()}));
+  // the export takes the filters shown at the moment of the click
+  const exportLink = (format) => h("a", {class: "btn btn-ghost", href: `/admin/audit/export?${query({format})}`, download: `bendi-audit.${format}`,
+    dataset: {format}, onclick: (e) => { e.currentTarget.href = `/admin/audit/export?${query({format})}`; }},
+  icon("download", 16), h("span", {text: format.toUpperCase()}));
   const verify = button(t("admin.verify"), "shield", async () => {
     try {
       const r = await get("/admin/audit/verify");
@@ -227,6 +229,7 @@ async function audit() {
   const more = button(t("admin.more"), null, () => load(true), {cls: "btn-ghost"});
   async function load(append = false) {
     if (!append) { before = null; fill(tbody); }
+    for (const a of out.querySelectorAll("a[data-format]")) a.href = `/admin/audit/export?${query({format: a.dataset.format})}`;
     try {
       const r = await get(`/admin/audit?${query({before, limit: 100})}`);
       for (const rec of r.records) {

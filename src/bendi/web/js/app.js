@@ -7,7 +7,7 @@
 // an API key (no accounts) gets the key asked once; it is kept in this tab (sessionStorage).
 
 import {ApiError, api, get, onUnauthorized, setCsrf, setKey} from "./api.js";
-import {chatKeys, chatPage, refreshConversations, stop} from "./chat.js";
+import {chatKeys, chatPage, chatShowing, refreshConversations, stop} from "./chat.js";
 import {button, fill, h, icon} from "./dom.js";
 import {lang, setLang, t} from "./i18n.js";
 import {kbListPage, kbPage} from "./kb.js";
@@ -175,7 +175,12 @@ async function route() {
     stop();
     fill(shell.slot);
   }
-  const main = shell.main;
+  const conversation = options.fresh ? null : parts[1] || null;
+  if (section === "chat" && chatShowing(conversation)) return;  // its answer is still streaming in
+  // each page gets its own element: a page still loading when the reader has moved on fills an
+  // element no longer shown, never the page that replaced it
+  const main = h("div", {class: "route"});
+  fill(shell.main, main);
   if (section === "kb" && parts[1]) return kbPage(main, app, parts[1], parts[2] === "search" ? "search" : "documents");
   if (section === "kb") return kbListPage(main, app);
   if (section === "models") return modelsPage(main, app);
@@ -190,7 +195,7 @@ async function route() {
     start = {q: query.get("q"), model: query.get("model") || undefined};
     history.replaceState(null, "", "/#/chat");
   }
-  return chatPage(main, app, options.fresh ? null : parts[1] || null, start);
+  return chatPage(main, app, conversation, start);
 }
 
 function keys(e) {

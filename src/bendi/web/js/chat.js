@@ -81,23 +81,27 @@ function renderSidebar() {
 
 // -- the page ---------------------------------------------------------------------------------
 
+/** Whether the page shows conversation `id` while its answer streams in (nothing to redraw). */
+export function chatShowing(id) {
+  return !!(state.running && state.conv && state.conv.id === id && view && document.body.contains(view.root));
+}
+
 /** Show the chat page; `id`: a saved conversation; `start`: {q, model} to ask right away. */
 export async function chatPage(root, app, id, start) {
   ctx = app;
-  if (state.running && state.conv && state.conv.id === id && view && root.contains(view.root)) return;
   if (state.running) state.running.abort();
   await loadChoices();
+  let conv = newConversation(start && start.model);
   if (id) {
     try {
       const saved = await get(`/conversations/${encodeURIComponent(id)}`);
-      state.conv = {...saved, settings: {...defaults(), ...saved.settings}};
+      conv = {...saved, settings: {...defaults(), ...saved.settings}};
     } catch (err) {
       toast(err.message, "error");
-      state.conv = newConversation();
     }
-  } else {
-    state.conv = newConversation(start && start.model);
   }
+  if (!document.body.contains(root)) return;  // the reader went elsewhere meanwhile
+  state.conv = conv;
   build(root);
   renderSidebar();
   if (!state.conversations.length) refreshConversations();
@@ -271,7 +275,14 @@ function updateMessage(m, index, parts) {
     label.textContent = live && !m.content ? t("chat.thinking")
       : (m.think_seconds ? t("chat.thought", {s: m.think_seconds}) : t("chat.reasoning"));
     fill(parts.reasoning.querySelector(".reasoning-text"), renderMarkdown(m.reasoning, {}));
-    if (live && m.content && parts.reasoning.dataset.autoclosed !== "1") {
+    // open while the model thinks (so the reasoning can be read as it comes), folded once the
+    // answer starts (also when the answer and the end came in one piece, before a redraw);
+    // after that it stays as the reader leaves it
+    if (live && !m.content && !parts.reasoning.dataset.autoopened) {
+      parts.reasoning.open = true;
+      parts.reasoning.dataset.autoopened = "1";
+    }
+    if (m.content && parts.reasoning.dataset.autoclosed !== "1") {
       parts.reasoning.open = false;
       parts.reasoning.dataset.autoclosed = "1";
     }

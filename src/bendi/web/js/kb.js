@@ -111,8 +111,9 @@ function documentsTab(el, name, canWrite, refreshInfo) {
   const uploads = h("div", {class: "uploads", id: "uploads"});
   const fileInput = h("input", {type: "file", multiple: true, hidden: true, id: "file-input",
     onchange: (e) => { queueFiles(name, [...e.target.files].map((f) => ({file: f, path: f.name})), uploads, refresh); e.target.value = ""; }});
-  const folderInput = h("input", {type: "file", multiple: true, hidden: true, webkitdirectory: true,
-    onchange: (e) => { queueFiles(name, [...e.target.files].map((f) => ({file: f, path: f.webkitRelativePath || f.name})), uploads, refresh); e.target.value = ""; }});
+  const folderInput = h("input", {type: "file", multiple: true, hidden: true, webkitdirectory: true, id: "folder-input",
+    onchange: (e) => { queueFiles(name, [...e.target.files].map((f) => ({file: f, path: insideFolder(f.webkitRelativePath || f.name)}))
+      .filter((f) => !hidden(f.path)), uploads, refresh); e.target.value = ""; }});
   const drop = h("div", {class: "dropzone", id: "dropzone", tabindex: "0"},
     icon("upload", 28),
     h("div", {class: "drop-title", text: t("kb.dropTitle")}),
@@ -137,12 +138,22 @@ function documentsTab(el, name, canWrite, refreshInfo) {
   refresh();
 }
 
-/** Files from a drop: folders are walked (webkitGetAsEntry), paths kept for the display. */
+/** A file's name inside the folder it was chosen with (the folder's own name left out), as
+ * `bendi kb add FOLDER` names it: a folder added again, from either, finds the same documents. */
+function insideFolder(path) {
+  const cut = path.indexOf("/");
+  return cut >= 0 ? path.slice(cut + 1) : path;
+}
+
+const hidden = (path) => path.split("/").some((part) => part.startsWith("."));
+
+/** Files from a drop: folders are walked (webkitGetAsEntry), each file named by its path inside
+ * the dropped folder. */
 async function droppedFiles(transfer) {
   const entries = [...transfer.items].map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null)).filter(Boolean);
   if (!entries.length) return [...transfer.files].map((f) => ({file: f, path: f.name}));
   const out = [];
-  const walk = async (entry, prefix) => {
+  const walk = async (entry, prefix, top) => {
     if (entry.isFile) {
       const file = await new Promise((res, rej) => entry.file(res, rej));
       out.push({file, path: prefix + file.name});
@@ -151,12 +162,12 @@ async function droppedFiles(transfer) {
       for (;;) {
         const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
         if (!batch.length) break;
-        for (const child of batch) await walk(child, `${prefix}${entry.name}/`);
+        for (const child of batch) await walk(child, top ? "" : `${prefix}${entry.name}/`, false);
       }
     }
   };
-  for (const entry of entries) await walk(entry, "");
-  return out.filter((f) => !f.file.name.startsWith("."));
+  for (const entry of entries) await walk(entry, "", true);
+  return out.filter((f) => !hidden(f.path));
 }
 
 const queue = [];
@@ -188,7 +199,7 @@ async function pump() {
       const {status, body} = await upload(`/kb/${encodeURIComponent(job.name)}/documents`, job.file, (sent, total, done) => {
         job.bar.set(done ? null : total ? sent / total : null);
         if (done) job.status.textContent = t("kb.processing");
-      });
+      }, {name: job.path});
       const result = body && body.results ? body.results[0] : null;
       if (result) showResult(job, result);
       else showResult(job, {status: "failed", error: (body && (body.error && (body.error.message || body.error))) || `HTTP ${status}`});

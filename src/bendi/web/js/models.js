@@ -41,11 +41,28 @@ async function report(app, refresh) {
   ];
 }
 
+/** The planner's verdict in the reader's language, from its facts (the server's words otherwise). */
+function verdictText(plan) {
+  const f = plan.verdict_facts || {};
+  const where = {cpu: () => t("plan.cpu"), gpu: () => t("plan.gpu"), split: () => t("plan.split", {n: f.gpu_layers}),
+    vllm: () => t("plan.vllm", {layout: f.layout || "", q: f.quantization})}[f.target];
+  const k = `${Math.floor((f.ctx || 0) / 1024)}k`;
+  const words = {
+    no_fit: () => t("plan.noFit", {need: bytes(f.memory), have: bytes(f.have)}),
+    quantization: () => t(f.short_context ? "plan.quantCtx" : "plan.quant", {q: f.quantization, k, where: where()}),
+    context: () => t("plan.context", {k, where: where()}),
+    comfortable: () => t("plan.comfortable", {where: where()}),
+    tight: () => t("plan.tight", {need: bytes(f.memory), have: bytes(f.budget), where: where()}),
+  }[f.kind];
+  return words && (where || f.kind === "no_fit") ? words() : plan.verdict;
+}
+
 function verdictPill(plan) {
   if (!plan) return h("span", {class: "muted", text: "–"});
-  const comfortable = plan.fits && /comfortabl/i.test(plan.verdict);
-  const cls = !plan.fits ? "pill bad" : comfortable ? "pill good" : "pill warn";
-  return h("span", {class: cls, title: plan.verdict, text: plan.verdict});
+  const kind = (plan.verdict_facts || {}).kind;
+  const cls = !plan.fits ? "pill bad" : kind === "comfortable" ? "pill good" : "pill warn";
+  const text = verdictText(plan);
+  return h("span", {class: cls, title: text, text, dataset: {kind: kind || ""}});
 }
 
 function table(id, head, rows, numeric = []) {

@@ -59,7 +59,7 @@ export function formDialog(title, fields, {ok = t("common.save"), submit} = {}) 
       }
       try {
         const out = submit ? await submit(values) : values;
-        close(out === undefined ? values : out);
+        close(out ?? values);  // an empty answer (Ollama's /api/copy sends none) still means done
       } catch (err) {
         error.hidden = false;
         error.textContent = err.message;
