@@ -1,0 +1,95 @@
+"""Requests that used to kill the server process in llama.cpp, sent to the real server the way an
+attacker (or a careless client) would: each test ends by checking that the server still serves.
+
+- An embedding longer than the batch the embedding context was created with
+  (GGML_ASSERT n_tokens_all <= n_batch) after a small `num_ctx` load.
+- Embeddings racing the keep-alive reaper: the model was freed under a running embedding (segfault).
+- Embeddings, generations and unloads interleaved from several threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests.server_util import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2:135m"
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("engine-races"), "--slots", "4", "--ctx", "512").wait_ready()
+    yield proc
+    proc.stop()
+
+
+def alive(server: ServerProcess) -> None:
+    """The process is running and still answers a real generation."""
+    assert server.proc.poll() is None, server.output()[-3000:]
+    res = httpx.post(server.url + "/api/generate", timeout=120,
+                     json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
+    assert res.status_code == 200, res.text
+
+
+def test_embedding_longer_than_a_tiny_context_is_a_400(server: ServerProcess) -> None:
+    load = httpx.post(server.url + "/api/generate", timeout=120,
+                      json={"model": MODEL, "prompt": "", "options": {"num_ctx": 16}})
+    assert load.status_code == 200, load.text
+    assert {m["context_length"] for m in httpx.get(server.url + "/api/ps").json()["models"]} == {16}
+    # 17..256 tokens: more than the 16-token batch, less than llama.cpp's padded context size
+    for words in (20, 40, 200):
+        text = " ".join(["word"] * words)
+        res = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": text}, timeout=120)
+        assert res.status_code == 400, res.text[:300]
+        assert "token" in res.json()["error"]
+        res = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": [text]}, timeout=120)
+        assert res.status_code == 400 and res.json()["error"]["code"] == "context_length_exceeded"
+    short = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": "hi"}, timeout=120)
+    assert short.status_code == 200 and len(short.json()["embeddings"]) == 1
+    alive(server)
+
+
+def test_embeddings_racing_the_keep_alive_reaper(server: ServerProcess) -> None:
+    inputs = [f"sentence number {i} about nothing in particular" for i in range(300)]
+
+    def embed(_: int) -> int:
+        res = httpx.post(server.url + "/api/embed", timeout=300,
+                         json={"model": MODEL, "input": inputs, "keep_alive": 0.001})
+        assert res.status_code == 200, res.text
+        assert len(res.json()["embeddings"]) == len(inputs)
+        return res.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(embed, range(6))) == [200] * 6
+    alive(server)
+
+
+def test_embeddings_generations_and_unloads_interleaved(server: ServerProcess) -> None:
+    def embed(i: int) -> int:
+        return httpx.post(server.url + "/api/embed", timeout=300, json={
+            "model": MODEL, "input": [f"text {i} {j}" for j in range(40)], "keep_alive": 0.01}).status_code
+
+    def generate(i: int) -> int:
+        return httpx.post(server.url + "/v1/chat/completions", timeout=300, json={
+            "model": MODEL, "messages": HELLO, "max_tokens": 8, "seed": i}).status_code
+
+    def unload(_: int) -> int:
+        return httpx.post(server.url + "/api/generate", timeout=300,
+                          json={"model": MODEL, "prompt": "", "keep_alive": 0}).status_code
+
+    def reload_small(_: int) -> int:
+        return httpx.post(server.url + "/api/chat", timeout=300, json={
+            "model": MODEL, "messages": HELLO, "stream": False,
+            "options": {"num_ctx": 64, "num_predict": 4}}).status_code
+
+    work = [embed, generate, unload, reload_small] * 5
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda pair: pair[1](pair[0]), enumerate(work)))
+    assert codes == [200] * len(work), codes
+    alive(server)
