@@ -4,6 +4,8 @@ used when room is needed. Shared by the CLI and the server."""
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -45,40 +47,47 @@ class Loaded:
         return str(self.record.name)
 
 
+#: one part of a duration such as "1h30m" (ASCII digits only: str.isdigit also accepts "²")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)", re.ASCII)
+#: keep-alives longer than this mean "forever" (deadlines must stay representable as dates)
+FOREVER_AFTER = 10 * 365 * 86400.0
+
+
 def parse_keep_alive(value: object, default: float) -> float:
-    """Ollama's keep_alive: seconds (number) or a duration string ("5m", "1h30m", "-1")."""
+    """Ollama's keep_alive: seconds (number) or a duration string ("5m", "1h30m", "-1"). Negative
+    means forever, and so does anything longer than ten years (returned as -1)."""
     if value is None or value == "":
         return default
     if isinstance(value, bool):
-        raise InvalidRequest("keep_alive must be a duration such as '5m' or a number of seconds")
+        raise InvalidRequest("keep_alive must be a duration such as '5m' or a number of seconds",
+                             param="keep_alive")
     if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
+        seconds = _seconds(value, value)
+    else:
+        text = str(value).strip()
+        sign = -1.0 if text.startswith("-") else 1.0
+        body = text.lstrip("+-")
+        parts = list(_DURATION_PART.finditer(body))
+        if re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+)?", body, re.ASCII):
+            seconds = _seconds(float(body), value)
+        elif parts and "".join(m.group(0) for m in parts) == body:
+            units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+            seconds = sum(_seconds(float(m.group(1)), value) * units[m.group(2)] for m in parts)
+        else:
+            raise InvalidRequest(f"keep_alive {str(value)[:40]!r} is not a duration such as '5m', "
+                                 "'1h30m' or a number of seconds", param="keep_alive")
+        seconds *= sign
+    return -1.0 if seconds < 0 or seconds > FOREVER_AFTER else seconds
+
+
+def _seconds(number: float, value: object) -> float:
     try:
-        return float(text)
-    except ValueError:
-        pass
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    total, num = 0.0, ""
-    i = 0
-    sign = 1.0
-    if text.startswith("-"):
-        sign, text = -1.0, text[1:]
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            num += ch
-            i += 1
-            continue
-        unit = "ms" if text.startswith("ms", i) else ch
-        if unit not in units or not num:
-            raise InvalidRequest(f"keep_alive {value!r} is not a duration such as '5m' or '1h'")
-        total += float(num) * units[unit]
-        num = ""
-        i += len(unit)
-    if num:
-        raise InvalidRequest(f"keep_alive {value!r} is missing a unit (s, m, h)")
-    return sign * total
+        seconds = float(number)
+    except OverflowError:  # an integer too large for a float: longer than forever
+        return math.inf
+    if math.isnan(seconds):
+        raise InvalidRequest(f"keep_alive {str(value)[:40]!r} is not a number", param="keep_alive")
+    return seconds
 
 
 class ModelManager:
