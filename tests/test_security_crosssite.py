@@ -1,0 +1,193 @@
+"""Web pages the user visits, attacking a private server from the browser: DNS rebinding (a
+foreign Host), cross-site posts (a foreign Origin), form bodies a page can forge without a
+preflight (text/plain, multipart). Every route comes from the app's own route table, through the
+OpenAPI document it serves: a state-changing route that does not say what body it takes fails
+here, and so does one that a forged request gets through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.fake_engine import fake_registry, tiny_gguf
+
+from bendi.config import Settings
+from bendi.server.app import create_app
+from bendi.server.crosssite import SiteRules, host_name
+from bendi.services import Services
+
+MODEL = "fake:1"
+ORIGIN = "http://127.0.0.1:11435"
+STATE_CHANGING = {"post", "put", "patch", "delete"}
+#: a value for each path parameter, so the request reaches a real route
+PATH_VALUES = {"name": "docs", "model": MODEL, "document": "notes.txt"}
+
+
+@dataclass
+class Env:
+    client: TestClient
+    services: Services
+    doc: dict[str, Any]
+
+
+def make_env(settings: Settings, tmp_path: Path) -> Iterator[Env]:
+    registry, _ = fake_registry()
+    services = Services.build(settings, engines=registry)
+    services.store.import_file(tiny_gguf(tmp_path / "fake.gguf"), MODEL)
+    with TestClient(create_app(settings, services=services), base_url=ORIGIN) as client:
+        yield Env(client, services, client.get("/openapi.json").json())
+
+
+@pytest.fixture
+def env(settings: Settings, tmp_path: Path) -> Iterator[Env]:
+    yield from make_env(settings, tmp_path)
+
+
+def operations(doc: dict[str, Any], only_state_changing: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, concrete path, operation) for every route in the served document."""
+    out = []
+    for template, ops in doc["paths"].items():
+        path = template.format(**PATH_VALUES)
+        for method, op in ops.items():
+            if not only_state_changing or method in STATE_CHANGING:
+                out.append((method.upper(), path, op))
+    return out
+
+
+def plausible_body(op: dict[str, Any]) -> dict[str, Any]:
+    """A body the route would accept: the fields its schema requires, with harmless values."""
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi",
+            "input": "hi", "name": "stolen", "source": MODEL, "destination": "stolen:copy",
+            "query": "secret", "question": "secret?", "from": MODEL}
+
+
+def state(env: Env) -> tuple[list[str], list[str]]:
+    return ([str(r.name) for r in env.services.store.list()],
+            [kb["name"] for kb in env.services.kb.list_all()])
+
+
+def assert_refused(response: Any, path: str, status: int = 403) -> None:
+    assert response.status_code == status, (path, response.status_code, response.text)
+    if response.request.method == "HEAD":
+        return
+    body = response.json()
+    if path.startswith("/api/"):
+        assert set(body) == {"error"} and isinstance(body["error"], str)
+    else:
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_every_state_changing_route_says_what_it_takes(env: Env) -> None:
+    """The rule for each route comes from the route itself; a new one without it fails here."""
+    state_changing = operations(env.doc, only_state_changing=True)
+    assert len(state_changing) >= 15
+    for method, path, op in state_changing:
+        media = op.get("x-bendi-body")
+        assert media in ("application/json", "multipart/form-data", "none"), (method, path)
+        if media != "none":
+            assert list(op["requestBody"]["content"]) == [media], (method, path)
+            assert {"403", "413", "415"} <= set(op["responses"]), (method, path)
+
+
+def test_dns_rebinding_a_foreign_host_is_refused_on_every_route(env: Env) -> None:
+    before = state(env)
+    for method, path, op in operations(env.doc):
+        for host in ("evil.example", "evil.example:11435", "127.0.0.1.evil.example", "localhost.evil.example"):
+            kwargs: dict[str, Any] = {"headers": {"Host": host}}
+            if "requestBody" in op:
+                kwargs["json"] = plausible_body(op)
+            assert_refused(env.client.request(method, path, **kwargs), path)
+    assert state(env) == before
+
+
+def test_a_foreign_origin_may_change_nothing(env: Env) -> None:
+    before = state(env)
+    for method, path, op in operations(env.doc, only_state_changing=True):
+        for origin in ("http://evil.example", "https://evil.example", "null", "http://127.0.0.1.evil.example"):
+            kwargs: dict[str, Any] = {"headers": {"Origin": origin}}
+            if op.get("x-bendi-body") == "application/json":
+                kwargs["json"] = plausible_body(op)
+            elif op.get("x-bendi-body") == "multipart/form-data":
+                kwargs["files"] = {"file": ("evil.txt", b"planted text", "text/plain")}
+            assert_refused(env.client.request(method, path, **kwargs), path)
+        # browsers that send no Origin still say where the request came from
+        refused = env.client.request(method, path, headers={"Sec-Fetch-Site": "cross-site"})
+        assert_refused(refused, path)
+    assert state(env) == before
+
+
+def test_bodies_a_form_can_forge_are_415_on_json_routes(env: Env) -> None:
+    """An HTML form posts text/plain (whose body can be made to look like JSON) or multipart
+    without a preflight; a JSON route refuses both, even without an Origin (old browsers)."""
+    before = state(env)
+    json_routes = [(m, p, op) for m, p, op in operations(env.doc, only_state_changing=True)
+                   if op.get("x-bendi-body") == "application/json"]
+    assert json_routes
+    for method, path, op in json_routes:
+        body = json.dumps(plausible_body(op))
+        for media in ("text/plain", "text/plain;charset=UTF-8"):
+            res = env.client.request(method, path, content=body, headers={"Content-Type": media})
+            assert_refused(res, path, 415)
+        multipart = env.client.request(method, path, files={"file": ("x.json", body.encode(), "application/json")})
+        assert_refused(multipart, path, 415)
+    assert state(env) == before
+
+
+def test_the_upload_route_takes_only_multipart(env: Env) -> None:
+    env.services.kb.create("docs")
+    for media in ("text/plain", "application/json", "application/x-www-form-urlencoded"):
+        res = env.client.post("/kb/docs/documents", content=b"file=planted", headers={"Content-Type": media})
+        assert_refused(res, "/kb/docs/documents", 415)
+    assert env.services.kb.documents("docs")["documents"] == []
+    ok = env.client.post("/kb/docs/documents", files={"file": ("notes.txt", b"Pumps need grease.", "text/plain")})
+    assert ok.status_code == 200, ok.text
+
+
+def test_what_stays_allowed(env: Env) -> None:
+    """Clients that are not browsers, the server's own pages, loopback pages, desktop apps, and
+    `curl -d` (which labels JSON as a form)."""
+    copy = {"source": MODEL, "destination": "mine:copy"}
+    assert env.client.post("/api/copy", json=copy).status_code == 200
+    for origin in (ORIGIN, "http://localhost:3000", "http://[::1]:8080", "app://.", "tauri://localhost",
+                   "vscode-webview://abc"):
+        res = env.client.post("/api/copy", json=copy, headers={"Origin": origin})
+        assert res.status_code == 200, (origin, res.text)
+    curl = env.client.post("/api/show", content=json.dumps({"model": MODEL}),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert curl.status_code == 200, curl.text
+    for host in ("localhost", "LOCALHOST.:11435", "127.0.0.2", "[::1]:11435", "studio.localhost"):
+        assert env.client.get("/api/tags", headers={"Host": host}).status_code == 200, host
+
+
+def test_settings_allow_an_origin_and_a_host(settings: Settings, tmp_path: Path) -> None:
+    configured = settings.replace(cors_origins="https://app.example, http://10.0.0.5:8080",
+                                  allowed_hosts="bendi.lan")
+    for env in make_env(configured, tmp_path):
+        copy = {"source": MODEL, "destination": "from-app:copy"}
+        assert env.client.post("/api/copy", json=copy, headers={"Origin": "https://app.example"}).status_code == 200
+        assert env.client.get("/api/tags", headers={"Host": "bendi.lan:11435"}).status_code == 200
+        assert env.client.get("/api/tags", headers={"Host": "other.lan"}).status_code == 403
+        evil = env.client.post("/api/copy", json=copy, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403
+
+
+def test_the_rules_from_settings() -> None:
+    loopback = SiteRules.from_settings(Settings(host="127.0.0.1"))
+    assert loopback.host_allowed("localhost:11435") and not loopback.host_allowed("evil.example")
+    bound = SiteRules.from_settings(Settings(host="192.168.1.5", api_key="k"))
+    assert bound.host_allowed("192.168.1.5:11435") and not bound.host_allowed("evil.example")
+    everywhere = SiteRules.from_settings(Settings(host="0.0.0.0", api_key="k"))
+    assert everywhere.host_allowed("bendi.corp.example")  # the key protects it; names are many
+    listed = SiteRules.from_settings(Settings(host="0.0.0.0", api_key="k", allowed_hosts="bendi.corp.example"))
+    assert listed.host_allowed("bendi.corp.example") and not listed.host_allowed("evil.example")
+    anything = SiteRules.from_settings(Settings(allowed_hosts="*", cors_origins="*"))
+    assert anything.host_allowed("evil.example") and anything.origin_allowed("https://evil.example", None)
+    assert [host_name(h) for h in ("[::1]:80", "LocalHost.", "example.com:8080", "::1")] == [
+        "::1", "localhost", "example.com", "::1"]
+    assert loopback.refusal("GET", {"host": "localhost", "origin": "https://evil.example"}) is None  # reads
