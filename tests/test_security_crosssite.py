@@ -191,3 +191,31 @@ def test_the_rules_from_settings() -> None:
     assert [host_name(h) for h in ("[::1]:80", "LocalHost.", "example.com:8080", "::1")] == [
         "::1", "localhost", "example.com", "::1"]
     assert loopback.refusal("GET", {"host": "localhost", "origin": "https://evil.example"}) is None  # reads
+
+
+def test_metrics_count_every_response_refusals_and_server_errors_included(settings: Settings,
+                                                                           tmp_path: Path) -> None:
+    """A 500 from a route that fails, a 413 and a 403 from the middleware: all counted by status."""
+    registry, _ = fake_registry()
+    services = Services.build(settings.replace(max_request_bytes=1000), engines=registry)
+    app = create_app(settings.replace(max_request_bytes=1000), services=services)
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom, methods=["GET"])
+    with TestClient(app, base_url=ORIGIN, raise_server_exceptions=False) as client:
+        assert client.get("/boom").status_code == 500
+        assert client.post("/api/show", content=b"x" * 2000).status_code == 413
+        assert client.get("/api/tags", headers={"Host": "evil.example"}).status_code == 403
+        assert client.get("/api/tags").status_code == 200
+        counts: dict[tuple[str, str], float] = {}
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("bendi_http_requests_total{"):
+                labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+                key = (labels["route"].strip('"'), labels["status"].strip('"'))
+                counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    assert counts[("/boom", "500")] == 1, counts
+    assert counts[("unmatched", "413")] == 1, counts  # refused before routing
+    assert sum(v for (_, status), v in counts.items() if status == "403") == 1, counts
+    assert counts[("/api/tags", "200")] == 1, counts

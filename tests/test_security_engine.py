@@ -5,11 +5,15 @@ attacker (or a careless client) would: each test ends by checking that the serve
   (GGML_ASSERT n_tokens_all <= n_batch) after a small `num_ctx` load.
 - Embeddings racing the keep-alive reaper: the model was freed under a running embedding (segfault).
 - Embeddings, generations and unloads interleaved from several threads.
+- `bendi rm` of a model the server has loaded: the server unloads it, the CLI says so.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -92,4 +96,27 @@ def test_embeddings_generations_and_unloads_interleaved(server: ServerProcess) -
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         codes = list(pool.map(lambda pair: pair[1](pair[0]), enumerate(work)))
     assert codes == [200] * len(work), codes
+    alive(server)
+
+
+def test_bendi_rm_of_a_model_the_server_has_loaded(server: ServerProcess) -> None:
+    assert httpx.post(server.url + "/api/copy", json={"source": MODEL, "destination": "doomed:1"}).status_code == 200
+    res = httpx.post(server.url + "/api/generate", timeout=120,
+                     json={"model": "doomed:1", "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
+    assert res.status_code == 200, res.text
+    assert "doomed:1" in [m["name"] for m in httpx.get(server.url + "/api/ps").json()["models"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENDI_")}
+    env.update(BENDI_HOME=str(server.home), BENDI_PORT=str(server.port))
+    cli = subprocess.run([sys.executable, "-m", "bendi", "rm", "doomed:1"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert "deleted doomed:1" in cli.stdout and "running server" in cli.stdout, cli.stdout
+    assert "has unloaded it" in cli.stdout, cli.stdout
+    assert "doomed:1" not in [m["name"] for m in httpx.get(server.url + "/api/ps").json()["models"]]
+    # without a server there, nothing about one is said
+    env["BENDI_PORT"] = "1"
+    assert httpx.post(server.url + "/api/copy", json={"source": MODEL, "destination": "doomed:2"}).status_code == 200
+    quiet = subprocess.run([sys.executable, "-m", "bendi", "rm", "doomed:2"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stdout.strip() == "deleted doomed:2", quiet.stdout + quiet.stderr
     alive(server)
