@@ -15,10 +15,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from tests.server_util import ServerProcess
+
+from bendi.errors import ContextLengthExceeded
+from bendi.runtime.llama import LlamaModel, LoadOptions
 
 pytestmark = pytest.mark.slow
 
@@ -41,21 +45,32 @@ def alive(server: ServerProcess) -> None:
     assert res.status_code == 200, res.text
 
 
-def test_embedding_longer_than_a_tiny_context_is_a_400(server: ServerProcess) -> None:
+def test_embedding_longer_than_a_tiny_context_is_a_400(bundled_path: Path) -> None:
+    """llama.cpp pads a 16-token context to 256 but the batch stays 16: the embedding path measured
+    inputs against the padded size and the process died in GGML_ASSERT(n_tokens_all <= n_batch)."""
+    with LlamaModel(bundled_path, LoadOptions(ctx=16, slots=1), name=MODEL) as model:
+        for words in (20, 40, 200):  # more than the 16-token batch, less than the padded context
+            with pytest.raises(ContextLengthExceeded) as refused:
+                model.embed(["ok", " ".join(["word"] * words)])
+            assert refused.value.param == "input.1"
+        vectors, tokens = model.embed(["hi"])
+        assert len(vectors) == 1 and 0 < tokens <= 16
+
+
+def test_an_embedding_after_a_tiny_num_ctx_load(server: ServerProcess) -> None:
+    """Over HTTP: a model loaded with num_ctx 16, then longer embeddings; never a dead server."""
     load = httpx.post(server.url + "/api/generate", timeout=120,
                       json={"model": MODEL, "prompt": "", "options": {"num_ctx": 16}})
     assert load.status_code == 200, load.text
     assert {m["context_length"] for m in httpx.get(server.url + "/api/ps").json()["models"]} == {16}
-    # 17..256 tokens: more than the 16-token batch, less than llama.cpp's padded context size
     for words in (20, 40, 200):
         text = " ".join(["word"] * words)
+        # a request that names no context gets the default one, not the tiny one left loaded
         res = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": text}, timeout=120)
-        assert res.status_code == 400, res.text[:300]
-        assert "token" in res.json()["error"]
+        assert res.status_code == 200, res.text[:300]
         res = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": [text]}, timeout=120)
-        assert res.status_code == 400 and res.json()["error"]["code"] == "context_length_exceeded"
-    short = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": "hi"}, timeout=120)
-    assert short.status_code == 200 and len(short.json()["embeddings"]) == 1
+        assert res.status_code == 200, res.text[:300]
+    assert {m["context_length"] for m in httpx.get(server.url + "/api/ps").json()["models"]} == {512}
     alive(server)
 
 
