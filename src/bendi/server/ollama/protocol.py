@@ -6,7 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-
 #: a duration ("5m", "1h30m", "-1") or seconds; strict, so that `true` is not one second
 KeepAlive = StrictStr | StrictInt | StrictFloat | None
 
