@@ -29,6 +29,11 @@ KB = "demo"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 SEED = os.environ.get("FUZZ_SEED")
 LIMIT = 1024 * 1024  # the fuzzed server's body limit: oversize probes stay small
+#: the fuzzed server's bootstrap admin key: authentication is on, as on a shared server, so a
+#: generated request that creates an admin user cannot lock the suite out, and the admin API is
+#: fuzzed too
+KEY = "fuzz-bootstrap-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 #: statuses any route may answer that a generated request cannot be expected to avoid
 ALWAYS = {405}  # a generated path parameter with "/" in it can land on another route's path
 
@@ -38,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # small contexts and few slots bound every generation; the demo knowledge base gives the
     # knowledge-base routes something to read and write
     proc = ServerProcess(tmp_path_factory.mktemp("fuzz"), "--slots", "4", "--ctx", "192", "--demo",
-                         env={"BENDI_MAX_REQUEST_BYTES": str(LIMIT), "BENDI_QUEUE_SIZE": "256"})
+                         env={"BENDI_MAX_REQUEST_BYTES": str(LIMIT), "BENDI_QUEUE_SIZE": "256", "BENDI_API_KEY": KEY})
     proc.wait_ready(timeout=300)
     yield proc
     proc.stop()
@@ -46,7 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def doc(server: ServerProcess) -> dict[str, Any]:
-    return httpx.get(server.url + "/openapi.json").json()
+    return httpx.get(server.url + "/openapi.json", headers=AUTH).json()
 
 
 def alive(server: ServerProcess) -> None:
@@ -109,6 +114,7 @@ def test_generated_requests_for_every_operation(server: ServerProcess, doc: dict
 
     schema = schemathesis.openapi.from_dict(doc)
     session = requests.Session()
+    session.headers.update(AUTH)
     generation = schemathesis.GenerationMode.POSITIVE if mode == "positive" else schemathesis.GenerationMode.NEGATIVE
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 25  # every route of the document
@@ -169,7 +175,7 @@ def post(server: ServerProcess, path: str, body: Any = None, *, content: bytes |
         # json.dumps escapes lone surrogates as \\udXXX: valid JSON that decodes to invalid text
         content = json.dumps(body).encode()
     return httpx.post(server.url + path, content=content, timeout=300,
-                      headers={"Content-Type": "application/json", **(headers or {})})
+                      headers={"Content-Type": "application/json", **AUTH, **(headers or {})})
 
 
 def assert_dialect_error(path: str, res: httpx.Response, status: int) -> dict[str, Any]:
@@ -214,10 +220,10 @@ def test_hostile_bodies(server: ServerProcess) -> None:
 
     for path in ("/v1/chat/completions", "/api/chat", "/kb/demo/search"):
         res = httpx.post(server.url + path, content=chunks(4 * LIMIT), timeout=300,
-                         headers={"Content-Type": "application/json"})
+                         headers={"Content-Type": "application/json", **AUTH})
         assert_dialect_error(path, res, 413)
     upload = httpx.post(server.url + "/kb/demo/documents", content=chunks(4 * LIMIT), timeout=300,
-                        headers={"Content-Type": "multipart/form-data; boundary=x"})
+                        headers={"Content-Type": "multipart/form-data; boundary=x", **AUTH})
     assert_dialect_error("/kb/demo/documents", upload, 413)
     alive(server)
 
@@ -243,7 +249,7 @@ def test_extreme_keep_alive(server: ServerProcess, keep_alive: Any) -> None:
     body = {"model": MODEL, "prompt": "hi", "stream": False, "keep_alive": keep_alive, "options": {"num_predict": 2}}
     res = post(server, "/api/generate", body)
     assert res.status_code == 200, res.text
-    ps = httpx.get(server.url + "/api/ps")
+    ps = httpx.get(server.url + "/api/ps", headers=AUTH)
     assert ps.status_code == 200 and all("expires_at" in m for m in ps.json()["models"])
     for bad in ("soon", "1..5s", "nan", True):
         assert_dialect_error("/api/generate", post(server, "/api/generate", {**body, "keep_alive": bad}), 400)
@@ -268,7 +274,7 @@ def test_a_burst_of_mixed_concurrent_requests(server: ServerProcess) -> None:
 
 
 def test_metrics_counted_every_response(server: ServerProcess) -> None:
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
     counts: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("bendi_http_requests_total{"):

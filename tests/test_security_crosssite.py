@@ -7,6 +7,7 @@ here, and so does one that a forged request gets through.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from bendi.services import Services
 MODEL = "fake:1"
 ORIGIN = "http://127.0.0.1:11435"
 STATE_CHANGING = {"post", "put", "patch", "delete"}
-#: a value for each path parameter, so the request reaches a real route
-PATH_VALUES = {"name": "docs", "model": MODEL, "document": "notes.txt"}
+#: a value for each path parameter, so the request reaches a real route (others: "someone")
+PATH_VALUES = {"name": "docs", "model": MODEL, "document": "notes.txt", "knowledge_base": "docs"}
 
 
 @dataclass
@@ -53,7 +54,7 @@ def operations(doc: dict[str, Any], only_state_changing: bool = False) -> list[t
     """(method, concrete path, operation) for every route in the served document."""
     out = []
     for template, ops in doc["paths"].items():
-        path = template.format(**PATH_VALUES)
+        path = template.format_map(collections.defaultdict(lambda: "someone", PATH_VALUES))
         for method, op in ops.items():
             if not only_state_changing or method in STATE_CHANGING:
                 out.append((method.upper(), path, op))
@@ -64,12 +65,15 @@ def plausible_body(op: dict[str, Any]) -> dict[str, Any]:
     """A body the route would accept: the fields its schema requires, with harmless values."""
     return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi",
             "input": "hi", "name": "stolen", "source": MODEL, "destination": "stolen:copy",
-            "query": "secret", "question": "secret?", "from": MODEL}
+            "query": "secret", "question": "secret?", "from": MODEL, "role": "admin", "password": "attacker1",
+            "username": "someone", "users": ["someone"], "group": "g", "access": "write",
+            "knowledge_base": "docs", "older_than": "0s", "record_text": True}
 
 
-def state(env: Env) -> tuple[list[str], list[str]]:
+def state(env: Env) -> tuple[list[str], list[str], list[str]]:
     return ([str(r.name) for r in env.services.store.list()],
-            [kb["name"] for kb in env.services.kb.list_all()])
+            [kb["name"] for kb in env.services.kb.list_all()],
+            [user["name"] for user in env.services.auth.directory.users()])
 
 
 def assert_refused(response: Any, path: str, status: int = 403) -> None:
