@@ -46,12 +46,12 @@ class UserChange(BaseModel):
     disabled: bool | None = None
 
 
-@router.get("/users", **documented(None))
+@router.get("/users", **documented(None, errors=(404,)))
 async def list_users(request: Request) -> Any:
     return {"users": await asyncio.to_thread(_directory(request).users)}
 
 
-@router.post("/users", **documented(NewUser, success=(201,), errors=(409,)))
+@router.post("/users", **documented(NewUser, success=(201,), errors=(404, 409)))
 async def add_user(request: Request) -> Any:
     body = await parse_body(request, NewUser)
     user = await asyncio.to_thread(_directory(request).add_user, body.name, role=body.role,
@@ -64,14 +64,14 @@ async def get_user(request: Request, user: str) -> Any:
     return await asyncio.to_thread(_directory(request).user, user)
 
 
-@router.patch("/users/{user}", **documented(UserChange, errors=(404,)))
+@router.patch("/users/{user}", **documented(UserChange, errors=(404, 409)))
 async def update_user(request: Request, user: str) -> Any:
     body = await parse_body(request, UserChange)
     return await asyncio.to_thread(_directory(request).update_user, user, role=body.role,
                                    password=body.password, disabled=body.disabled, actor=caller(request))
 
 
-@router.delete("/users/{user}", **documented(None, errors=(404,)))
+@router.delete("/users/{user}", **documented(None, errors=(404, 409)))
 async def remove_user(request: Request, user: str) -> Any:
     await asyncio.to_thread(_directory(request).remove_user, user, actor=caller(request))
     return {"deleted": user}
@@ -87,32 +87,32 @@ class Members(BaseModel):
     users: list[str]
 
 
-@router.get("/groups", **documented(None))
+@router.get("/groups", **documented(None, errors=(404,)))
 async def list_groups(request: Request) -> Any:
     return {"groups": await asyncio.to_thread(_directory(request).groups)}
 
 
-@router.post("/groups", **documented(NewGroup, success=(201,), errors=(409,)))
+@router.post("/groups", **documented(NewGroup, success=(201,), errors=(404, 409)))
 async def add_group(request: Request) -> Any:
     body = await parse_body(request, NewGroup)
     group = await asyncio.to_thread(_directory(request).add_group, body.name, actor=caller(request))
     return JSONResponse(group, status_code=201)
 
 
-@router.delete("/groups/{group}", **documented(None, errors=(404,)))
+@router.delete("/groups/{group}", **documented(None, errors=(404, 409)))
 async def remove_group(request: Request, group: str) -> Any:
     await asyncio.to_thread(_directory(request).remove_group, group, actor=caller(request))
     return {"deleted": group}
 
 
-@router.post("/groups/{group}/members", **documented(Members, errors=(404,)))
+@router.post("/groups/{group}/members", **documented(Members, errors=(404, 409)))
 async def add_members(request: Request, group: str) -> Any:
     body = await parse_body(request, Members)
     return await asyncio.to_thread(_directory(request).set_members, group, tuple(body.users), add=True,
                                    actor=caller(request))
 
 
-@router.delete("/groups/{group}/members/{user}", **documented(None, errors=(404,)))
+@router.delete("/groups/{group}/members/{user}", **documented(None, errors=(404, 409)))
 async def remove_member(request: Request, group: str, user: str) -> Any:
     return await asyncio.to_thread(_directory(request).set_members, group, (user,), add=False,
                                    actor=caller(request))
@@ -130,12 +130,12 @@ class NewKey(BaseModel):
     expires: str | None = None
 
 
-@router.get("/keys", **documented(None))
+@router.get("/keys", **documented(None, errors=(404,)))
 async def list_keys(request: Request, user: str | None = None) -> Any:
     return {"keys": await asyncio.to_thread(_directory(request).keys, user=user)}
 
 
-@router.post("/keys", **documented(NewKey, success=(201,), errors=(409,)))
+@router.post("/keys", **documented(NewKey, success=(201,), errors=(404, 409)))
 async def create_key(request: Request) -> Any:
     """The new key is in `key`: shown this once, stored only as a hash."""
     body = await parse_body(request, NewKey)
@@ -149,7 +149,7 @@ async def create_key(request: Request) -> Any:
     return JSONResponse({**info, "key": secret}, status_code=201)
 
 
-@router.delete("/keys/{key_id}", **documented(None, errors=(404,)))
+@router.delete("/keys/{key_id}", **documented(None, errors=(404, 409)))
 async def revoke_key(request: Request, key_id: str) -> Any:
     return await asyncio.to_thread(_directory(request).revoke_key, key_id, actor=caller(request))
 
@@ -167,12 +167,12 @@ class Owner(BaseModel):
     group: str | None
 
 
-@router.get("/grants", **documented(None))
+@router.get("/grants", **documented(None, errors=(404,)))
 async def list_grants(request: Request, knowledge_base: str | None = None) -> Any:
     return {"grants": await asyncio.to_thread(_directory(request).grants, knowledge_base)}
 
 
-@router.post("/grants", **documented(NewGrant, success=(201,), errors=(409,)))
+@router.post("/grants", **documented(NewGrant, success=(201,), errors=(404, 409)))
 async def add_grant(request: Request) -> Any:
     body = await parse_body(request, NewGrant)
     grant = await asyncio.to_thread(_directory(request).grant, body.knowledge_base, user=body.user,
@@ -180,7 +180,7 @@ async def add_grant(request: Request) -> Any:
     return JSONResponse(grant, status_code=201)
 
 
-@router.delete("/grants/{knowledge_base}", **documented(None, errors=(404,)))
+@router.delete("/grants/{knowledge_base}", **documented(None, errors=(404, 409)))
 async def remove_grant(request: Request, knowledge_base: str, user: str | None = None,
                        group: str | None = None) -> Any:
     await asyncio.to_thread(_directory(request).revoke_grant, knowledge_base, user=user, group=group,
@@ -188,7 +188,7 @@ async def remove_grant(request: Request, knowledge_base: str, user: str | None =
     return {"deleted": {"knowledge_base": knowledge_base, "user": user, "group": group}}
 
 
-@router.put("/knowledge-bases/{knowledge_base}/owner", **documented(Owner, errors=(404,)))
+@router.put("/knowledge-bases/{knowledge_base}/owner", **documented(Owner, errors=(404, 409)))
 async def set_owner(request: Request, knowledge_base: str) -> Any:
     """The group the knowledge base belongs to (its members read and write it); null: none."""
     body = await parse_body(request, Owner)
@@ -205,12 +205,12 @@ class QuotaBody(BaseModel):
     tokens_per_day: int | None = Field(None, ge=0)
 
 
-@router.get("/quotas", **documented(None))
+@router.get("/quotas", **documented(None, errors=(404,)))
 async def list_quotas(request: Request) -> Any:
     return {"quotas": await asyncio.to_thread(_directory(request).quotas)}
 
 
-@router.put("/quotas", **documented(QuotaBody))
+@router.put("/quotas", **documented(QuotaBody, errors=(404, 409)))
 async def set_quota(request: Request) -> Any:
     body = await parse_body(request, QuotaBody)
     return await asyncio.to_thread(_directory(request).set_quota, user=body.user, key=body.key,
@@ -218,13 +218,13 @@ async def set_quota(request: Request) -> Any:
                                    tokens_per_day=body.tokens_per_day, actor=caller(request))
 
 
-@router.delete("/quotas", **documented(None))
+@router.delete("/quotas", **documented(None, errors=(404, 409)))
 async def remove_quota(request: Request, user: str | None = None, key: str | None = None) -> Any:
     await asyncio.to_thread(_directory(request).remove_quota, user=user, key=key, actor=caller(request))
     return {"deleted": {"user": user, "key": key}}
 
 
-@router.get("/usage", **documented(None))
+@router.get("/usage", **documented(None, errors=(404,)))
 async def usage(request: Request, user: str | None = None, key: str | None = None, since: str | None = None,
                 by: str = "user") -> Any:
     """Requests and tokens per user (by=user), per key (by=key) or per day (by=day) since `since`
@@ -245,7 +245,7 @@ class Prune(BaseModel):
     older_than: str
 
 
-@router.get("/audit", **documented(None))
+@router.get("/audit", **documented(None, errors=(404,)))
 async def audit_records(request: Request, since: str | None = None, until: str | None = None,
                         user: str | None = None, kind: str | None = None, status: str | None = None,
                         knowledge_base: str | None = None, before: int | None = None,
@@ -260,7 +260,7 @@ async def audit_records(request: Request, since: str | None = None, until: str |
     return {"records": records, "next_before": records[-1]["seq"] if len(records) == limit else None}
 
 
-@router.get("/audit/export", **documented(None))
+@router.get("/audit/export", **documented(None, errors=(404,)))
 async def audit_export(request: Request, format: str = "jsonl", since: str | None = None,
                        until: str | None = None, user: str | None = None) -> Response:
     """The records as a file (oldest first): format=jsonl (with hashes) or csv."""
@@ -274,32 +274,32 @@ async def audit_export(request: Request, format: str = "jsonl", since: str | Non
                     headers={"Content-Disposition": f'attachment; filename="bendi-audit.{format}"'})
 
 
-@router.get("/audit/verify", **documented(None))
+@router.get("/audit/verify", **documented(None, errors=(404,)))
 async def audit_verify(request: Request) -> Any:
     result = await asyncio.to_thread(services(request).audit.verify)
     return {"ok": result.ok, "checked": result.checked, "first": result.first, "last": result.last,
             "bad_seq": result.bad_seq, "problem": result.problem, "summary": result.summary()}
 
 
-@router.get("/audit/head", **documented(None))
+@router.get("/audit/head", **documented(None, errors=(404,)))
 async def audit_head(request: Request) -> Any:
     head = await asyncio.to_thread(services(request).audit.head)
     return {"seq": head.seq, "hash": head.digest, "anchor": f"{head.seq}:{head.digest}"}
 
 
-@router.get("/audit/settings", **documented(None))
+@router.get("/audit/settings", **documented(None, errors=(404,)))
 async def audit_settings(request: Request) -> Any:
     return {"record_text": services(request).audit.wants_text}
 
 
-@router.put("/audit/settings", **documented(AuditSettings))
+@router.put("/audit/settings", **documented(AuditSettings, errors=(404, 409)))
 async def set_audit_settings(request: Request) -> Any:
     body = await parse_body(request, AuditSettings)
     await asyncio.to_thread(services(request).audit.set_record_text, body.record_text, caller(request))
     return {"record_text": body.record_text}
 
 
-@router.post("/audit/prune", **documented(Prune))
+@router.post("/audit/prune", **documented(Prune, errors=(404, 409)))
 async def audit_prune(request: Request) -> Any:
     body = await parse_body(request, Prune)
     seconds = parse_duration(body.older_than, "older_than")

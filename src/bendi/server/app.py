@@ -85,12 +85,12 @@ def create_app(settings: Settings, services: Services | None = None,
     async def render_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    # Added innermost first. From the outside in: every response is counted (refusals too); a web
+    # page's requests are checked (Host, Origin); a caller is identified (or refused) before
+    # anything reads the body; then the body size.
     app.add_middleware(Guard, max_body=settings.max_request_bytes)
-    # outermost: a caller is identified (or refused) before anything reads the body
     app.state.loopback = is_loopback(settings.host)
     app.add_middleware(AccessGuard, auth=svc.auth, loopback=app.state.loopback)
-    # Added innermost first. Outermost: every response is counted (refusals too); then a web page's
-    # requests are checked (Host, Origin) before a caller is identified.
     app.add_middleware(CrossSiteGuard, rules=SiteRules.from_settings(settings))
     app.add_middleware(CountResponses, counter=metrics.requests)
     install_openapi(app)

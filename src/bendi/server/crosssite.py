@@ -7,8 +7,8 @@ checked on every route before anything else runs (pure ASGI: no route can skip t
    re-points at 127.0.0.1 talks to this server as if it were its own origin, reading answers too.
    Its requests carry `Host: evil.example`, so a server bound to loopback answers only loopback
    names (`localhost`, `*.localhost`, 127.0.0.0/8, ::1), the address it is bound to, and the names
-   in `BENDI_ALLOWED_HOSTS`. A server bound to all interfaces needs an API key (see check_bind) and
-   answers any name unless the setting lists them.
+   in `BENDI_ALLOWED_HOSTS`. A server bound to all interfaces needs a credential (see check_bind)
+   and answers any name unless the setting lists them.
 2. **Origin on state-changing requests.** Without reading the answer, a page can still send a
    POST or DELETE (a form, a `fetch` in no-cors mode). Browsers add an `Origin` header to those;
    one that is not this server's own origin, a loopback origin, a desktop-app scheme (as Ollama
@@ -18,7 +18,8 @@ checked on every route before anything else runs (pure ASGI: no route can skip t
 
 The third rule, request bodies, is the toolkit's: JSON routes refuse bodies a form can forge
 (text/plain, multipart) with 415 (server/body.py), the upload route accepts only multipart.
-Issue 14's account and key checks reuse `SiteRules.refusal` for their own routes.
+These rules run before the access middleware (server/access.py), whose login cookie relies on them
+besides its own SameSite and CSRF checks; `SiteRules.refusal` can be called on its own.
 """
 
 from __future__ import annotations

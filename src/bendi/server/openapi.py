@@ -4,7 +4,7 @@ Routes parse their bodies themselves (server/body.py), so FastAPI sees no reques
 document none: a client generator or a fuzzer would have nothing to send. Each route says what it
 takes with `documented` (its request model's schema, or no body); this module moves the models'
 schemas into the components, adds what every route may answer (401 with a key, 403 from the
-cross-site rules, 400 for a bad name in the path) and every body brings (400 malformed or
+cross-site rules, 400 for a bad name in the path or query) and every body brings (400 malformed or
 invalid, 413 too large, 415 not of the route's media type), gives each error the dialect's shape,
 and drops FastAPI's 422 (bendi answers validation errors with 400).
 """
@@ -71,7 +71,7 @@ def _complete(path: str, operation: dict[str, Any]) -> None:
     if "Validation Error" in str(responses.get("422", {}).get("description", "")):
         del responses["422"]  # FastAPI's: bendi answers validation errors with 400
     statuses = {401, 403}
-    if "{" in path:
+    if "{" in path or operation.get("parameters"):  # a bad name or query value
         statuses.add(400)
     if "requestBody" in operation:
         statuses |= {400, 413, 415}
