@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from tests.fake_engine import fake_registry, tiny_gguf
 
 from bendi.config import Settings
+from bendi.server.access import route_table
 from bendi.server.app import create_app
 from bendi.server.crosssite import SiteRules, host_name
 from bendi.services import Services
@@ -35,14 +37,22 @@ class Env:
     client: TestClient
     services: Services
     doc: dict[str, Any]
+    #: a value for each path parameter that names something that exists
+    values: dict[str, str]
+    #: a GGUF file on the server's disk (what /models/import would register)
+    gguf: str
 
 
 def make_env(settings: Settings, tmp_path: Path) -> Iterator[Env]:
     registry, _ = fake_registry()
     services = Services.build(settings, engines=registry)
-    services.store.import_file(tiny_gguf(tmp_path / "fake.gguf"), MODEL)
+    gguf = tiny_gguf(tmp_path / "fake.gguf")
+    services.store.import_file(gguf, MODEL)
     with TestClient(create_app(settings, services=services), base_url=ORIGIN) as client:
-        yield Env(client, services, client.get("/openapi.json").json())
+        # the console's chat history: one conversation a forged request could change or delete
+        conversation = client.post("/conversations", json={"title": "mine"}).json()["id"]
+        yield Env(client, services, client.get("/openapi.json").json(),
+                  {**PATH_VALUES, "conversation_id": conversation}, str(gguf))
 
 
 @pytest.fixture
@@ -50,30 +60,31 @@ def env(settings: Settings, tmp_path: Path) -> Iterator[Env]:
     yield from make_env(settings, tmp_path)
 
 
-def operations(doc: dict[str, Any], only_state_changing: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
+def operations(env: Env, only_state_changing: bool = False) -> list[tuple[str, str, dict[str, Any]]]:
     """(method, concrete path, operation) for every route in the served document."""
     out = []
-    for template, ops in doc["paths"].items():
-        path = template.format_map(collections.defaultdict(lambda: "someone", PATH_VALUES))
+    for template, ops in env.doc["paths"].items():
+        path = template.format_map(collections.defaultdict(lambda: "someone", env.values))
         for method, op in ops.items():
             if not only_state_changing or method in STATE_CHANGING:
                 out.append((method.upper(), path, op))
     return out
 
 
-def plausible_body(op: dict[str, Any]) -> dict[str, Any]:
+def plausible_body(env: Env) -> dict[str, Any]:
     """A body the route would accept: the fields its schema requires, with harmless values."""
-    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi",
+    return {"path": env.gguf, "title": "planted", "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi",
             "input": "hi", "name": "stolen", "source": MODEL, "destination": "stolen:copy",
             "query": "secret", "question": "secret?", "from": MODEL, "role": "admin", "password": "attacker1",
             "username": "someone", "users": ["someone"], "group": "g", "access": "write",
             "knowledge_base": "docs", "older_than": "0s", "record_text": True}
 
 
-def state(env: Env) -> tuple[list[str], list[str], list[str]]:
+def state(env: Env) -> tuple[list[str], list[str], list[str], Any]:
     return ([str(r.name) for r in env.services.store.list()],
             [kb["name"] for kb in env.services.kb.list_all()],
-            [user["name"] for user in env.services.auth.directory.users()])
+            [user["name"] for user in env.services.auth.directory.users()],
+            env.client.get("/conversations").json())
 
 
 def assert_refused(response: Any, path: str, status: int = 403) -> None:
@@ -89,7 +100,7 @@ def assert_refused(response: Any, path: str, status: int = 403) -> None:
 
 def test_every_state_changing_route_says_what_it_takes(env: Env) -> None:
     """The rule for each route comes from the route itself; a new one without it fails here."""
-    state_changing = operations(env.doc, only_state_changing=True)
+    state_changing = operations(env, only_state_changing=True)
     assert len(state_changing) >= 15
     for method, path, op in state_changing:
         media = op.get("x-bendi-body")
@@ -101,22 +112,22 @@ def test_every_state_changing_route_says_what_it_takes(env: Env) -> None:
 
 def test_dns_rebinding_a_foreign_host_is_refused_on_every_route(env: Env) -> None:
     before = state(env)
-    for method, path, op in operations(env.doc):
+    for method, path, op in operations(env):
         for host in ("evil.example", "evil.example:11435", "127.0.0.1.evil.example", "localhost.evil.example"):
             kwargs: dict[str, Any] = {"headers": {"Host": host}}
             if "requestBody" in op:
-                kwargs["json"] = plausible_body(op)
+                kwargs["json"] = plausible_body(env)
             assert_refused(env.client.request(method, path, **kwargs), path)
     assert state(env) == before
 
 
 def test_a_foreign_origin_may_change_nothing(env: Env) -> None:
     before = state(env)
-    for method, path, op in operations(env.doc, only_state_changing=True):
+    for method, path, op in operations(env, only_state_changing=True):
         for origin in ("http://evil.example", "https://evil.example", "null", "http://127.0.0.1.evil.example"):
             kwargs: dict[str, Any] = {"headers": {"Origin": origin}}
             if op.get("x-bendi-body") == "application/json":
-                kwargs["json"] = plausible_body(op)
+                kwargs["json"] = plausible_body(env)
             elif op.get("x-bendi-body") == "multipart/form-data":
                 kwargs["files"] = {"file": ("evil.txt", b"planted text", "text/plain")}
             assert_refused(env.client.request(method, path, **kwargs), path)
@@ -130,11 +141,11 @@ def test_bodies_a_form_can_forge_are_415_on_json_routes(env: Env) -> None:
     """An HTML form posts text/plain (whose body can be made to look like JSON) or multipart
     without a preflight; a JSON route refuses both, even without an Origin (old browsers)."""
     before = state(env)
-    json_routes = [(m, p, op) for m, p, op in operations(env.doc, only_state_changing=True)
+    json_routes = [(m, p, op) for m, p, op in operations(env, only_state_changing=True)
                    if op.get("x-bendi-body") == "application/json"]
     assert json_routes
-    for method, path, op in json_routes:
-        body = json.dumps(plausible_body(op))
+    for method, path, _op in json_routes:
+        body = json.dumps(plausible_body(env))
         for media in ("text/plain", "text/plain;charset=UTF-8"):
             res = env.client.request(method, path, content=body, headers={"Content-Type": media})
             assert_refused(res, path, 415)
@@ -151,6 +162,24 @@ def test_the_upload_route_takes_only_multipart(env: Env) -> None:
     assert env.services.kb.documents("docs")["documents"] == []
     ok = env.client.post("/kb/docs/documents", files={"file": ("notes.txt", b"Pumps need grease.", "text/plain")})
     assert ok.status_code == 200, ok.text
+
+
+def test_the_console_and_other_undocumented_routes_follow_the_host_rule(env: Env) -> None:
+    """Routes left out of the OpenAPI document (the console's page and files, the old /ui, the
+    document itself) are behind the same rule: a rebound name reads nothing, a loopback one does."""
+    documented = set(env.doc["paths"])
+    routes = [r for r in route_table(env.client.app) if re.sub(r"{(\w+):\w+}", r"{\1}", r.path) not in documented]
+    assert {"/", "/ui", "/console/{name:path}", "/openapi.json"} <= {r.path for r in routes}
+    browser = {"Accept": "text/html"}
+    for route in routes:
+        path = route.path.replace("{name:path}", "js/app.js")
+        for method in sorted(route.methods or ()):
+            refused = env.client.request(method, path, headers={**browser, "Host": "evil.example"})
+            assert_refused(refused, path)
+            assert "<html" not in refused.text.lower()
+            ok = env.client.request(method, path, headers={**browser, "Host": "localhost:11435"},
+                                    follow_redirects=False)
+            assert ok.status_code < 400, (method, path, ok.status_code)
 
 
 def test_what_stays_allowed(env: Env) -> None:
