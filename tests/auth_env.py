@@ -79,5 +79,5 @@ def department(settings: Settings, tmp_path: Path) -> Iterator[Department]:
     registry, engine = fake_registry()
     services = Services.build(settings, engines=registry)
     keys = populate(services, tmp_path)
-    with TestClient(create_app(settings, services=services)) as client:
+    with TestClient(create_app(settings, services=services), base_url="http://localhost") as client:
         yield Department(client, services, engine, keys)

@@ -197,7 +197,7 @@ def served(settings: Settings, tmp_path: Path) -> Iterator[tuple[TestClient, Ser
                                         "hours with lithium grease.\n", encoding="utf-8")
     services.kb.create("docs")
     services.kb.add_paths("docs", [tmp_path / "manual.md"])
-    with TestClient(create_app(settings, services=services)) as client:
+    with TestClient(create_app(settings, services=services), base_url="http://localhost") as client:
         yield client, services
 
 

@@ -43,7 +43,7 @@ def test_loopback_needs_no_credential_until_an_admin_exists(settings: Settings, 
     registry, _ = fake_registry()
     services = Services.build(settings, engines=registry)
     services.store.import_file(tiny_gguf(tmp_path / "fake.gguf"), MODEL)
-    with TestClient(create_app(settings, services=services)) as client:
+    with TestClient(create_app(settings, services=services), base_url="http://localhost") as client:
         # clients send placeholder keys to servers without accounts: they are not refused
         for headers in ({}, {"Authorization": "Bearer unused"}):
             assert client.post("/v1/chat/completions", json=chat(), headers=headers).status_code == 200
@@ -69,7 +69,7 @@ def test_a_server_reachable_from_the_network_always_needs_credentials(settings: 
     check_bind("127.0.0.1", None)
     wide = settings.replace(host="0.0.0.0")
     registry, _ = fake_registry()
-    with TestClient(create_app(wide, services=Services.build(wide, engines=registry))) as client:
+    with TestClient(create_app(wide, services=Services.build(wide, engines=registry)), base_url="http://localhost") as client:
         assert client.get("/v1/models").status_code == 401
         assert client.get("/health").status_code == 200
 
@@ -78,7 +78,7 @@ def test_bootstrap_key_is_an_admin(settings: Settings) -> None:
     keyed = settings.replace(api_key="s3cret-bootstrap")
     registry, _ = fake_registry()
     services = Services.build(keyed, engines=registry)
-    with TestClient(create_app(keyed, services=services)) as client:
+    with TestClient(create_app(keyed, services=services), base_url="http://localhost") as client:
         assert client.get("/admin/users").status_code == 401
         assert client.get("/admin/users", headers={"Authorization": "Bearer wrong"}).status_code == 401
         auth = {"Authorization": "Bearer s3cret-bootstrap"}
@@ -284,7 +284,7 @@ def test_a_department_is_set_up_from_the_cli(settings: Settings, tmp_path: Path)
     registry, _ = fake_registry()
     services = Services.build(settings, engines=registry)
     services.kb.create("other")
-    with TestClient(create_app(settings, services=services)) as client:
+    with TestClient(create_app(settings, services=services), base_url="http://localhost") as client:
         robot = {"Authorization": f"Bearer {key}"}
         listed = client.get("/kb", headers=robot).json()["knowledge_bases"]
         assert [kb["name"] for kb in listed] == ["safety"]

@@ -26,7 +26,7 @@ BROWSER = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8", "accept-encodi
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://localhost") as c:
         yield c
 
 

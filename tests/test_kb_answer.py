@@ -111,7 +111,7 @@ def test_http_routes_and_openai_chat_against_a_knowledge_base(settings: Settings
     from bendi.server.app import create_app
 
     app = create_app(settings)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.post("/kb", json={"name": "web"}).status_code == 201
         assert client.post("/kb", json={"name": "web"}).json()["error"]["code"] == "conflict"
         up = client.post("/kb/web/documents", files=[

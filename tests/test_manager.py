@@ -1,5 +1,5 @@
 """ModelManager with a fake engine: LRU unloading, reloading when the file behind a name changes,
-keep-alive expiry, and the load guard."""
+keep-alive expiry, the load guard, and holding: nothing is closed while a caller holds it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.fake_engine import FakeEngine, fake_registry, tiny_gguf
 
 from bendi.config import Settings
 from bendi.errors import InsufficientMemory, ServerBusy
-from bendi.runtime.manager import ModelManager, parse_keep_alive
+from bendi.runtime.manager import Loaded, ModelManager, parse_keep_alive
 from bendi.store import ModelStore
 
 
@@ -27,6 +27,13 @@ def manager(settings: Settings, store: ModelStore, **changes: object) -> tuple[M
     return ModelManager(settings.replace(**changes), store, registry), engine
 
 
+def load(models: ModelManager, name: str, **kwargs: object) -> Loaded:
+    """Load `name` and let go of it (what a finished request leaves behind)."""
+    loaded = models.acquire(name, **kwargs)  # type: ignore[arg-type]
+    models.release(loaded)
+    return loaded
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -40,40 +47,42 @@ def test_least_recently_used_idle_model_is_unloaded_for_room(settings: Settings,
     clock = Clock()
     monkeypatch.setattr("bendi.runtime.manager.time.monotonic", clock)
     models, engine = manager(settings, store, max_loaded_models=2)
-    a = models.acquire("a")
+    a = load(models, "a")
     clock.now += 1
-    models.acquire("b")
+    load(models, "b")
     clock.now += 1
-    models.acquire("a")  # a is now the most recently used
+    load(models, "a")  # a is now the most recently used
     clock.now += 1
-    models.acquire("c")
+    load(models, "c")
     assert {m.name for m in models.loaded()} == {"a:latest", "c:latest"}
     assert [m.name for m in engine.loaded if m.closed] == ["b:latest"]
-    assert models.acquire("a") is a  # still loaded: the same model, not a reload
+    assert load(models, "a") is a  # still loaded: the same model, not a reload
 
 
-def test_a_busy_model_is_not_the_one_unloaded(settings: Settings, store: ModelStore,
+def test_a_held_model_is_not_the_one_unloaded(settings: Settings, store: ModelStore,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
     monkeypatch.setattr("bendi.runtime.manager.time.monotonic", clock)
     models, engine = manager(settings, store, max_loaded_models=2)
-    models.acquire("a").model.running = 1  # type: ignore[attr-defined]
+    a = models.acquire("a")  # a request is using it
     clock.now += 1
-    models.acquire("b")
+    load(models, "b")
     clock.now += 1
-    models.acquire("c")
+    load(models, "c")
     assert {m.name for m in models.loaded()} == {"a:latest", "c:latest"}
+    assert [m.name for m in engine.loaded if m.closed] == ["b:latest"]
+    models.release(a)
 
 
 def test_reload_when_the_name_points_at_another_file(settings: Settings, store: ModelStore,
                                                      tmp_path: Path) -> None:
     models, engine = manager(settings, store)
-    first = models.acquire("a")
+    first = load(models, "a")
     store.import_file(tiny_gguf(tmp_path / "a2.gguf", "a", pad=9), "a")  # same name, new digest
-    second = models.acquire("a")
+    second = load(models, "a")
     assert second is not first and second.record.digest != first.record.digest
     assert engine.loaded[0].closed and not engine.loaded[1].closed
-    assert models.acquire("a", ctx=1024).ctx == 1024 and engine.loaded[1].closed  # another context
+    assert load(models, "a", ctx=1024).ctx == 1024 and engine.loaded[1].closed  # another context
 
 
 def test_keep_alive_expiry_unloads_idle_models_only(settings: Settings, store: ModelStore,
@@ -86,7 +95,8 @@ def test_keep_alive_expiry_unloads_idle_models_only(settings: Settings, store: M
     b = models.acquire("b", keep_alive=-1)  # forever
     models.release(b, -1)
     c = models.acquire("c", keep_alive=5)
-    c.model.running = 1  # type: ignore[attr-defined]
+    models.release(c, 5)
+    c.model.running = 1  # type: ignore[attr-defined]  # running outside the manager (the CLI)
     clock.now += 30
     assert models.unload_expired() == []
     clock.now += 31
@@ -133,3 +143,73 @@ def test_the_load_guard_leaves_other_formats_to_their_engine(settings: Settings,
         fit_check(store.get("a"), 2048, 1, memory_limit="1MB")
     fit_check(store.get("b"), 2048, 1, memory_limit="1MB")  # no GGUF header to plan from: not refused
     assert choose_context(store.get("b"), 1, memory_limit="1MB") == 8192
+
+
+# -- holding: nothing is closed under a caller -----------------------------------------------
+
+
+def test_unloading_a_held_model_closes_it_when_the_last_holder_releases(settings: Settings,
+                                                                        store: ModelStore) -> None:
+    models, engine = manager(settings, store)
+    first, second = models.acquire("a"), models.acquire("a")
+    assert first is second and first.users == 2
+    assert models.unload("a:latest")
+    assert models.loaded() == [] and not engine.loaded[0].closed  # gone from the list, not freed
+    third = models.acquire("a")  # a new request gets a fresh copy
+    assert third is not first
+    models.release(first)
+    assert not engine.loaded[0].closed
+    models.release(second)
+    assert engine.loaded[0].closed and not engine.loaded[1].closed
+    models.release(third)
+
+
+def test_the_reaper_never_closes_a_held_model(settings: Settings, store: ModelStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr("bendi.runtime.manager.time.monotonic", clock)
+    models, engine = manager(settings, store)
+    held = models.acquire("a", keep_alive=0.001)  # e.g. an embedding of many inputs
+    clock.now += 10
+    assert models.unload_expired() == [] and not engine.loaded[0].closed
+    models.release(held, 0.001)
+    clock.now += 10
+    assert models.unload_expired() == ["a:latest"] and engine.loaded[0].closed
+
+
+def test_keep_alive_zero_unloads_after_the_last_holder(settings: Settings, store: ModelStore) -> None:
+    models, engine = manager(settings, store)
+    one, two = models.acquire("a"), models.acquire("a")
+    models.release(one, 0)
+    assert models.loaded() and not engine.loaded[0].closed
+    models.release(two, 0)
+    assert models.loaded() == [] and engine.loaded[0].closed
+
+
+def test_a_model_removed_from_the_store_is_unloaded(settings: Settings, store: ModelStore) -> None:
+    models, engine = manager(settings, store)
+    load(models, "a")
+    b = models.acquire("b")
+    store.remove("a")
+    store.remove("b")
+    assert sorted(models.unload_expired()) == ["a:latest", "b:latest"]
+    assert engine.loaded[0].closed and not engine.loaded[1].closed  # b closes when released
+    models.release(b)
+    assert engine.loaded[1].closed and models.loaded() == []
+
+
+def test_num_ctx_is_clamped_to_the_model_and_the_loaded_context_reused(settings: Settings,
+                                                                      store: ModelStore) -> None:
+    models, engine = manager(settings, store, ctx=512)
+    record = store.update("a", details={**store.get("a").details, "context_length": 2048})
+    assert record.details["context_length"] == 2048
+    big = load(models, "a", ctx=100_000)
+    assert big.ctx == 2048
+    for _ in range(3):
+        assert load(models, "a", ctx=100_000) is big  # clamped once: no reload per request
+    assert load(models, "a") is big  # no num_ctx: a context above the default serves
+    tiny = load(models, "a", ctx=16)
+    assert tiny.ctx == 16 and engine.loaded[0].closed
+    default = load(models, "a")  # a tiny num_ctx does not stay for everyone else
+    assert default is not tiny and default.ctx == 512 and engine.loaded[1].closed
+    assert len(engine.loaded) == 3

@@ -61,7 +61,7 @@ def env(settings: Settings, tmp_path: Path) -> Iterator[Env]:
                                parameters={"temperature": 0.3, "top_k": 7})
     recorder = Recorder()
     services.generation.observers.add(recorder)
-    with TestClient(create_app(settings, services=services)) as client:
+    with TestClient(create_app(settings, services=services), base_url="http://localhost") as client:
         yield Env(client, services, engine, recorder)
 
 
@@ -269,7 +269,7 @@ def test_body_limit_holds_for_a_streamed_body_without_length(settings: Settings)
             yield b"x" * 100
         yield b'"}]}'
 
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         openai = client.post("/v1/chat/completions", content=chunks(),
                              headers={"content-type": "application/json"})
         assert openai.status_code == 413
@@ -290,7 +290,7 @@ def test_knowledge_base_sources_are_the_ones_that_fit_the_context(settings: Sett
                   f"lithium grease, then check bearing {i} for noise and heat." for i in range(6)]
     (tmp_path / "manual.md").write_text("# Conveyor\n\n" + "\n\n".join(paragraphs), encoding="utf-8")
     services.kb.add_paths("docs", [tmp_path / "manual.md"])
-    with TestClient(create_app(small, services=services)) as client:
+    with TestClient(create_app(small, services=services), base_url="http://localhost") as client:
         body = client.post("/v1/chat/completions", json={
             "model": MODEL, "knowledge_base": "docs",
             "messages": [{"role": "user", "content": "How often is the drive pulley bearing lubricated?"}],

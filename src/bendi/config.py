@@ -45,6 +45,11 @@ class Settings:
     force: bool = _describe("Load models even when the planner says they will not fit.", False)
     memory_limit: str | None = _describe(
         "Memory the load guard may use (e.g. 16GB); None uses the RAM available now.", None)
+    cors_origins: str | None = _describe(
+        "Comma-separated origins browsers may call the API from (CORS); None: no cross-origin access.", None)
+    allowed_hosts: str | None = _describe(
+        "Comma-separated Host names the server answers besides loopback names and the bound address "
+        "(`*`: any); None: a loopback server refuses other names (DNS rebinding).", None)
     llama_log: bool = _describe("Let llama.cpp print its own log to stderr (for debugging).", False)
     sources_file: Path | None = _describe(
         "TOML file listing the mirrors `bendi pull` may use; None means BENDI_HOME/sources.toml.", None)

@@ -6,10 +6,12 @@
     ├── InvalidRequest              400 invalid_request
     │   ├── ContextLengthExceeded   400 context_length_exceeded
     │   ├── UnsupportedParameter    400 unsupported_parameter
-    │   └── RequestTooLarge         413 request_too_large
+    │   ├── RequestTooLarge         413 request_too_large
+    │   └── UnsupportedMediaType    415 unsupported_media_type
     ├── AuthenticationError         401 invalid_api_key
     ├── PermissionDenied            403 permission_denied
-    │   └── BadSignature            403 bad_signature
+    │   ├── BadSignature            403 bad_signature
+    │   └── CrossSiteRefused        403 cross_site_refused
     ├── NotFound                    404 not_found
     │   ├── ModelNotFound           404 model_not_found
     │   └── KnowledgeBaseNotFound   404 kb_not_found
@@ -67,12 +69,22 @@ class RequestTooLarge(InvalidRequest):
     status, code = 413, "request_too_large"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    status, code = 415, "unsupported_media_type"
+
+
 class AuthenticationError(BendiError):
     status, code, kind = 401, "invalid_api_key", "authentication_error"
 
 
 class PermissionDenied(BendiError):
     status, code, kind = 403, "permission_denied", "permission_error"
+
+
+class CrossSiteRefused(PermissionDenied):
+    """A request a web page made the browser send: a foreign Host (DNS rebinding) or Origin."""
+
+    code = "cross_site_refused"
 
 
 class NotFound(BendiError):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from bendi.cli.common import echo_json, human_age, human_bytes, services, table
+from bendi.config import Settings
 from bendi.errors import InvalidRequest
 from bendi.store import ModelRecord
 
@@ -197,10 +200,34 @@ def create(ctx: click.Context, name: str, source: str, quantize: str | None, all
 @click.pass_context
 def rm(ctx: click.Context, models: tuple[str, ...]) -> None:
     """Remove models (their files go when no other name uses them)."""
+    settings: Settings = ctx.find_root().obj
     store = services(ctx).store
     for name in models:
+        server = _server_with(settings, str(store.get(name).name))
         record = store.remove(name)
-        click.echo(f"deleted {record.name}")
+        if server is None:
+            click.echo(f"deleted {record.name}")
+            continue
+        # the server's reaper sees the name gone from the store and unloads it (about a second)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _server_with(settings, str(record.name)) == server:
+            time.sleep(0.25)
+        still = _server_with(settings, str(record.name)) is not None
+        click.echo(f"deleted {record.name}; the running server at {server} was using it and "
+                   + ("still has it loaded" if still else "has unloaded it"))
+
+
+def _server_with(settings: Settings, name: str) -> str | None:
+    """The URL of the bendi server on the configured address when it has `name` loaded, else None
+    (also when no server answers there)."""
+    host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        loaded = httpx.get(url + "/api/ps", headers=headers, timeout=2).json()["models"]
+        return url if any(m.get("name") == name or m.get("model") == name for m in loaded) else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 @click.command("cp")

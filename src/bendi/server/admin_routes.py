@@ -17,7 +17,7 @@ from bendi.audit.log import AuditEntry
 from bendi.audit.when import parse_duration, parse_time
 from bendi.auth.directory import Directory
 from bendi.errors import InvalidRequest
-from bendi.server.body import parse_body
+from bendi.server.body import documented, parse_body
 from bendi.server.http import caller, services
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -46,12 +46,12 @@ class UserChange(BaseModel):
     disabled: bool | None = None
 
 
-@router.get("/users")
+@router.get("/users", **documented(None, errors=(404,)))
 async def list_users(request: Request) -> Any:
     return {"users": await asyncio.to_thread(_directory(request).users)}
 
 
-@router.post("/users")
+@router.post("/users", **documented(NewUser, success=(201,), errors=(404, 409)))
 async def add_user(request: Request) -> Any:
     body = await parse_body(request, NewUser)
     user = await asyncio.to_thread(_directory(request).add_user, body.name, role=body.role,
@@ -59,19 +59,19 @@ async def add_user(request: Request) -> Any:
     return JSONResponse(user, status_code=201)
 
 
-@router.get("/users/{user}")
+@router.get("/users/{user}", **documented(None, errors=(404,)))
 async def get_user(request: Request, user: str) -> Any:
     return await asyncio.to_thread(_directory(request).user, user)
 
 
-@router.patch("/users/{user}")
+@router.patch("/users/{user}", **documented(UserChange, errors=(404, 409)))
 async def update_user(request: Request, user: str) -> Any:
     body = await parse_body(request, UserChange)
     return await asyncio.to_thread(_directory(request).update_user, user, role=body.role,
                                    password=body.password, disabled=body.disabled, actor=caller(request))
 
 
-@router.delete("/users/{user}")
+@router.delete("/users/{user}", **documented(None, errors=(404, 409)))
 async def remove_user(request: Request, user: str) -> Any:
     await asyncio.to_thread(_directory(request).remove_user, user, actor=caller(request))
     return {"deleted": user}
@@ -87,32 +87,32 @@ class Members(BaseModel):
     users: list[str]
 
 
-@router.get("/groups")
+@router.get("/groups", **documented(None, errors=(404,)))
 async def list_groups(request: Request) -> Any:
     return {"groups": await asyncio.to_thread(_directory(request).groups)}
 
 
-@router.post("/groups")
+@router.post("/groups", **documented(NewGroup, success=(201,), errors=(404, 409)))
 async def add_group(request: Request) -> Any:
     body = await parse_body(request, NewGroup)
     group = await asyncio.to_thread(_directory(request).add_group, body.name, actor=caller(request))
     return JSONResponse(group, status_code=201)
 
 
-@router.delete("/groups/{group}")
+@router.delete("/groups/{group}", **documented(None, errors=(404, 409)))
 async def remove_group(request: Request, group: str) -> Any:
     await asyncio.to_thread(_directory(request).remove_group, group, actor=caller(request))
     return {"deleted": group}
 
 
-@router.post("/groups/{group}/members")
+@router.post("/groups/{group}/members", **documented(Members, errors=(404, 409)))
 async def add_members(request: Request, group: str) -> Any:
     body = await parse_body(request, Members)
     return await asyncio.to_thread(_directory(request).set_members, group, tuple(body.users), add=True,
                                    actor=caller(request))
 
 
-@router.delete("/groups/{group}/members/{user}")
+@router.delete("/groups/{group}/members/{user}", **documented(None, errors=(404, 409)))
 async def remove_member(request: Request, group: str, user: str) -> Any:
     return await asyncio.to_thread(_directory(request).set_members, group, (user,), add=False,
                                    actor=caller(request))
@@ -130,12 +130,12 @@ class NewKey(BaseModel):
     expires: str | None = None
 
 
-@router.get("/keys")
+@router.get("/keys", **documented(None, errors=(404,)))
 async def list_keys(request: Request, user: str | None = None) -> Any:
     return {"keys": await asyncio.to_thread(_directory(request).keys, user=user)}
 
 
-@router.post("/keys")
+@router.post("/keys", **documented(NewKey, success=(201,), errors=(404, 409)))
 async def create_key(request: Request) -> Any:
     """The new key is in `key`: shown this once, stored only as a hash."""
     body = await parse_body(request, NewKey)
@@ -149,7 +149,7 @@ async def create_key(request: Request) -> Any:
     return JSONResponse({**info, "key": secret}, status_code=201)
 
 
-@router.delete("/keys/{key_id}")
+@router.delete("/keys/{key_id}", **documented(None, errors=(404, 409)))
 async def revoke_key(request: Request, key_id: str) -> Any:
     return await asyncio.to_thread(_directory(request).revoke_key, key_id, actor=caller(request))
 
@@ -167,12 +167,12 @@ class Owner(BaseModel):
     group: str | None
 
 
-@router.get("/grants")
+@router.get("/grants", **documented(None, errors=(404,)))
 async def list_grants(request: Request, knowledge_base: str | None = None) -> Any:
     return {"grants": await asyncio.to_thread(_directory(request).grants, knowledge_base)}
 
 
-@router.post("/grants")
+@router.post("/grants", **documented(NewGrant, success=(201,), errors=(404, 409)))
 async def add_grant(request: Request) -> Any:
     body = await parse_body(request, NewGrant)
     grant = await asyncio.to_thread(_directory(request).grant, body.knowledge_base, user=body.user,
@@ -180,7 +180,7 @@ async def add_grant(request: Request) -> Any:
     return JSONResponse(grant, status_code=201)
 
 
-@router.delete("/grants/{knowledge_base}")
+@router.delete("/grants/{knowledge_base}", **documented(None, errors=(404, 409)))
 async def remove_grant(request: Request, knowledge_base: str, user: str | None = None,
                        group: str | None = None) -> Any:
     await asyncio.to_thread(_directory(request).revoke_grant, knowledge_base, user=user, group=group,
@@ -188,7 +188,7 @@ async def remove_grant(request: Request, knowledge_base: str, user: str | None =
     return {"deleted": {"knowledge_base": knowledge_base, "user": user, "group": group}}
 
 
-@router.put("/knowledge-bases/{knowledge_base}/owner")
+@router.put("/knowledge-bases/{knowledge_base}/owner", **documented(Owner, errors=(404, 409)))
 async def set_owner(request: Request, knowledge_base: str) -> Any:
     """The group the knowledge base belongs to (its members read and write it); null: none."""
     body = await parse_body(request, Owner)
@@ -205,12 +205,12 @@ class QuotaBody(BaseModel):
     tokens_per_day: int | None = Field(None, ge=0)
 
 
-@router.get("/quotas")
+@router.get("/quotas", **documented(None, errors=(404,)))
 async def list_quotas(request: Request) -> Any:
     return {"quotas": await asyncio.to_thread(_directory(request).quotas)}
 
 
-@router.put("/quotas")
+@router.put("/quotas", **documented(QuotaBody, errors=(404, 409)))
 async def set_quota(request: Request) -> Any:
     body = await parse_body(request, QuotaBody)
     return await asyncio.to_thread(_directory(request).set_quota, user=body.user, key=body.key,
@@ -218,13 +218,13 @@ async def set_quota(request: Request) -> Any:
                                    tokens_per_day=body.tokens_per_day, actor=caller(request))
 
 
-@router.delete("/quotas")
+@router.delete("/quotas", **documented(None, errors=(404, 409)))
 async def remove_quota(request: Request, user: str | None = None, key: str | None = None) -> Any:
     await asyncio.to_thread(_directory(request).remove_quota, user=user, key=key, actor=caller(request))
     return {"deleted": {"user": user, "key": key}}
 
 
-@router.get("/usage")
+@router.get("/usage", **documented(None, errors=(404,)))
 async def usage(request: Request, user: str | None = None, key: str | None = None, since: str | None = None,
                 by: str = "user") -> Any:
     """Requests and tokens per user (by=user), per key (by=key) or per day (by=day) since `since`
@@ -245,7 +245,7 @@ class Prune(BaseModel):
     older_than: str
 
 
-@router.get("/audit")
+@router.get("/audit", **documented(None, errors=(404,)))
 async def audit_records(request: Request, since: str | None = None, until: str | None = None,
                         user: str | None = None, kind: str | None = None, status: str | None = None,
                         knowledge_base: str | None = None, before: int | None = None,
@@ -260,7 +260,7 @@ async def audit_records(request: Request, since: str | None = None, until: str |
     return {"records": records, "next_before": records[-1]["seq"] if len(records) == limit else None}
 
 
-@router.get("/audit/export")
+@router.get("/audit/export", **documented(None, errors=(404,)))
 async def audit_export(request: Request, format: str = "jsonl", since: str | None = None,
                        until: str | None = None, user: str | None = None, kind: str | None = None,
                        status: str | None = None, knowledge_base: str | None = None) -> Response:
@@ -278,32 +278,32 @@ async def audit_export(request: Request, format: str = "jsonl", since: str | Non
                     headers={"Content-Disposition": f'attachment; filename="bendi-audit.{format}"'})
 
 
-@router.get("/audit/verify")
+@router.get("/audit/verify", **documented(None, errors=(404,)))
 async def audit_verify(request: Request) -> Any:
     result = await asyncio.to_thread(services(request).audit.verify)
     return {"ok": result.ok, "checked": result.checked, "first": result.first, "last": result.last,
             "bad_seq": result.bad_seq, "problem": result.problem, "summary": result.summary()}
 
 
-@router.get("/audit/head")
+@router.get("/audit/head", **documented(None, errors=(404,)))
 async def audit_head(request: Request) -> Any:
     head = await asyncio.to_thread(services(request).audit.head)
     return {"seq": head.seq, "hash": head.digest, "anchor": f"{head.seq}:{head.digest}"}
 
 
-@router.get("/audit/settings")
+@router.get("/audit/settings", **documented(None, errors=(404,)))
 async def audit_settings(request: Request) -> Any:
     return {"record_text": services(request).audit.wants_text}
 
 
-@router.put("/audit/settings")
+@router.put("/audit/settings", **documented(AuditSettings, errors=(404, 409)))
 async def set_audit_settings(request: Request) -> Any:
     body = await parse_body(request, AuditSettings)
     await asyncio.to_thread(services(request).audit.set_record_text, body.record_text, caller(request))
     return {"record_text": body.record_text}
 
 
-@router.post("/audit/prune")
+@router.post("/audit/prune", **documented(Prune, errors=(404, 409)))
 async def audit_prune(request: Request) -> Any:
     body = await parse_body(request, Prune)
     seconds = parse_duration(body.older_than, "older_than")

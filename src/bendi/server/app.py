@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 
 from bendi import __version__
 from bendi.config import Settings
@@ -18,12 +18,14 @@ from bendi.server.admin_routes import router as admin_router
 from bendi.server.console_routes import Assets
 from bendi.server.console_routes import router as console_router
 from bendi.server.conversation_routes import router as conversation_router
+from bendi.server.crosssite import CrossSiteGuard, SiteRules
 from bendi.server.errors import install_error_handlers
 from bendi.server.kb_routes import router as kb_router
-from bendi.server.metrics import Metrics
+from bendi.server.metrics import CountResponses, Metrics
 from bendi.server.model_routes import router as model_router
 from bendi.server.ollama.router import router as ollama_router
 from bendi.server.openai.router import router as openai_router
+from bendi.server.openapi import install_openapi
 from bendi.server.security import Guard, is_loopback
 from bendi.server.session_routes import router as session_router
 from bendi.services import Services
@@ -74,14 +76,6 @@ def create_app(settings: Settings, services: Services | None = None,
     app.include_router(conversation_router)
     app.include_router(model_router)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        return response
-
     @app.get("/health")
     async def health() -> Any:
         return {"status": "ok", "version": __version__,
@@ -91,10 +85,15 @@ def create_app(settings: Settings, services: Services | None = None,
     async def render_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    # Added innermost first. From the outside in: every response is counted (refusals too); a web
+    # page's requests are checked (Host, Origin); a caller is identified (or refused) before
+    # anything reads the body; then the body size.
     app.add_middleware(Guard, max_body=settings.max_request_bytes)
-    # outermost: a caller is identified (or refused) before anything reads the body
     app.state.loopback = is_loopback(settings.host)
     app.add_middleware(AccessGuard, auth=svc.auth, loopback=app.state.loopback)
+    app.add_middleware(CrossSiteGuard, rules=SiteRules.from_settings(settings))
+    app.add_middleware(CountResponses, counter=metrics.requests)
+    install_openapi(app)
     return app
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from bendi.conversations import ConversationStore
-from bendi.server.body import parse_body
+from bendi.server.body import documented, parse_body
 from bendi.server.http import caller
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
@@ -40,13 +40,13 @@ def _owner(request: Request) -> str:
     return caller(request).principal
 
 
-@router.get("")
+@router.get("", **documented(None))
 async def list_conversations(request: Request) -> Any:
     """The caller's conversations, newest first, without their messages."""
     return {"conversations": await asyncio.to_thread(_store(request).summaries, _owner(request))}
 
 
-@router.post("")
+@router.post("", **documented(NewConversation, success=(201,)))
 async def create_conversation(request: Request) -> Any:
     body = await parse_body(request, NewConversation)
     created = await asyncio.to_thread(_store(request).create, _owner(request), title=body.title,
@@ -54,12 +54,12 @@ async def create_conversation(request: Request) -> Any:
     return JSONResponse(created, status_code=201)
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", **documented(None, errors=(404,)))
 async def get_conversation(request: Request, conversation_id: str) -> Any:
     return await asyncio.to_thread(_store(request).get, _owner(request), conversation_id)
 
 
-@router.patch("/{conversation_id}")
+@router.patch("/{conversation_id}", **documented(ConversationChange, errors=(404,)))
 async def update_conversation(request: Request, conversation_id: str) -> Any:
     """Change the title, model, settings or (the whole list of) messages."""
     body = await parse_body(request, ConversationChange)
@@ -67,12 +67,12 @@ async def update_conversation(request: Request, conversation_id: str) -> Any:
                                    model=body.model, settings=body.settings, messages=body.messages)
 
 
-@router.delete("/{conversation_id}")
+@router.delete("/{conversation_id}", **documented(None, errors=(404,)))
 async def delete_conversation(request: Request, conversation_id: str) -> Any:
     await asyncio.to_thread(_store(request).delete, _owner(request), conversation_id)
     return {"deleted": conversation_id}
 
 
-@router.delete("")
+@router.delete("", **documented(None))
 async def delete_all_conversations(request: Request) -> Any:
     return {"deleted": await asyncio.to_thread(_store(request).delete_all, _owner(request))}

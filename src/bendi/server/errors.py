@@ -6,6 +6,7 @@ Ollama routes (/api/...) answer `{"error": "..."}`. Mid-stream errors become a f
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from bendi.errors import BendiError, HTTPError, InvalidRequest, NotFound
 
@@ -44,6 +46,15 @@ def error_headers(exc: BendiError) -> dict[str, str]:
     if exc.status == 401:
         return {"WWW-Authenticate": "Bearer"}
     return {}
+
+
+async def send_error(send: Send, path: str, exc: BendiError) -> None:
+    """Answer with `exc` in the dialect of `path` from ASGI middleware, outside the app's handlers."""
+    body = json.dumps(error_body(path, exc)).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(request: Request, exc: BendiError) -> JSONResponse:

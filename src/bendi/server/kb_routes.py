@@ -20,12 +20,12 @@ from pydantic import BaseModel, Field
 
 from bendi.core.collect import Collector, acollect
 from bendi.core.generation import DEFAULT_ANSWER_MODEL, Run
-from bendi.errors import BendiError, InvalidRequest
+from bendi.errors import BendiError, InvalidRequest, UnsupportedMediaType
 from bendi.kb.answer import check_answer, citations
 from bendi.kb.service import KnowledgeBaseService
 from bendi.runtime.types import Done, ReasoningDelta, TextDelta
 from bendi.server.access import caller_access, visible
-from bendi.server.body import parse_body
+from bendi.server.body import GENERATION_ERRORS, MULTIPART, documented, parse_body
 from bendi.server.errors import openai_error_body
 from bendi.server.http import caller, ndjson, ndjson_response, services
 
@@ -60,7 +60,7 @@ def _kb(request: Request) -> KnowledgeBaseService:
     return services(request).kb
 
 
-@router.post("")
+@router.post("", status_code=201, **documented(CreateBody, errors=(409,)))
 async def create_kb(request: Request) -> Any:
     body = await parse_body(request, CreateBody)
     info = await asyncio.to_thread(_kb(request).create, body.name, embed=body.embed)
@@ -77,12 +77,12 @@ async def list_kbs(request: Request) -> Any:
                                 for i in infos if i["name"] in readable]}
 
 
-@router.get("/{name}")
+@router.get("/{name}", **documented(None, errors=(404,)))
 async def get_kb(request: Request, name: str) -> Any:
     return await asyncio.to_thread(_kb(request).info, name)
 
 
-@router.delete("/{name}")
+@router.delete("/{name}", **documented(None, errors=(404,)))
 async def delete_kb(request: Request, name: str) -> Any:
     await asyncio.to_thread(_kb(request).remove, name)
     return {"deleted": name}
@@ -95,11 +95,14 @@ def document_name(filename: str) -> str:
     return "/".join(parts) or "upload"
 
 
-@router.post("/{name}/documents")
+@router.post("/{name}/documents", **documented(None, media=MULTIPART, errors=(404,), success=(207,)))
 async def upload_documents(request: Request, name: str) -> Any:
     """multipart/form-data with one or more `file` (or `files`) parts; one result per file."""
     kb = _kb(request)
     await asyncio.to_thread(kb.info, name)
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != MULTIPART:
+        raise UnsupportedMediaType(f"send the files as {MULTIPART}, not {media or 'no media type'}")
     try:
         form = await request.form()
     except Exception as exc:  # malformed multipart
@@ -118,18 +121,18 @@ async def upload_documents(request: Request, name: str) -> Any:
     return JSONResponse({"results": results}, status_code=status)
 
 
-@router.get("/{name}/documents")
+@router.get("/{name}/documents", **documented(None, errors=(404,)))
 async def list_documents(request: Request, name: str) -> Any:
     return await asyncio.to_thread(_kb(request).documents, name)
 
 
-@router.delete("/{name}/documents/{document:path}")
+@router.delete("/{name}/documents/{document:path}", **documented(None, errors=(404,)))
 async def delete_document(request: Request, name: str, document: str) -> Any:
     removed = await asyncio.to_thread(_kb(request).remove_document, name, document)
     return {"deleted": removed.name, "chunks": removed.n_chunks}
 
 
-@router.post("/{name}/search")
+@router.post("/{name}/search", **documented(SearchBody, errors=(404,)))
 async def search_kb(request: Request, name: str) -> Any:
     body = await parse_body(request, SearchBody)
     result = await asyncio.to_thread(_kb(request).search, name, body.query, include_all=body.all,
@@ -142,7 +145,7 @@ def _sources(run: Run) -> list[dict[str, Any]]:
     return [{"number": i, **h.to_dict()} for i, h in enumerate(run.sources, 1)]
 
 
-@router.post("/{name}/ask")
+@router.post("/{name}/ask", **documented(AskBody, errors=GENERATION_ERRORS))
 async def ask_kb(request: Request, name: str) -> Any:
     """Answer with citations. stream=true (default): NDJSON lines {"type": "sources"|"reasoning"|
     "text"|"done"|"error", ...}; stream=false: one JSON object."""

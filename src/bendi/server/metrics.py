@@ -10,6 +10,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bendi.core.observe import Admission, GenerationRecord
 from bendi.runtime.manager import ModelManager
@@ -78,3 +79,37 @@ class Metrics:
         manager = self._manager()
         self.loaded_models.set(len(manager.loaded()) if manager else 0)
         return generate_latest(self.registry)
+
+
+class CountResponses:
+    """ASGI middleware, outermost: counts every response by route and status, the ones the other
+    middleware answer (401, 403, 413) and the 500 of an unhandled error included. Pure ASGI: a
+    BaseHTTPMiddleware runs the app in a task group, where a failing body read became a crash.
+    The route label is the route's path template; "unmatched" for requests refused before routing
+    and for paths with no route (a label per URL would let clients grow the registry)."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except Exception:
+            status = status or 500  # the server's error handler answers 500 (if nothing was sent)
+            raise
+        finally:
+            if status is not None:
+                route = str(getattr(scope.get("route"), "path", "unmatched"))
+                self.counter.labels(route, str(status)).inc()

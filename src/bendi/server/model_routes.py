@@ -23,7 +23,7 @@ from bendi.planner.guard import describe
 from bendi.planner.inventory import hardware_dict, models_to_plan
 from bendi.planner.machine import Hardware, this_machine
 from bendi.planner.plan import plan_models
-from bendi.server.body import parse_body
+from bendi.server.body import documented, parse_body
 from bendi.server.http import services
 from bendi.services import Services
 
@@ -95,7 +95,7 @@ def models_report(svc: Services, hw: Hardware) -> dict[str, Any]:
             "loaded": loaded, "catalog": catalog}
 
 
-@router.get("")
+@router.get("", **documented(None))
 async def list_models(request: Request) -> Any:
     """Installed and loaded models and the plan for this machine (the console's Models page)."""
     svc = services(request)
@@ -109,7 +109,7 @@ class ImportBody(BaseModel):
     name: str
 
 
-@router.post("/import")
+@router.post("/import", **documented(ImportBody, success=(201,), errors=(422,)))
 async def import_model(request: Request) -> Any:
     """Register a GGUF file that lies on the server (as `bendi import FILE --name NAME`)."""
     body = await parse_body(request, ImportBody)

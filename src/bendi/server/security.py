@@ -4,13 +4,11 @@ decided in server/access.py."""
 from __future__ import annotations
 
 import ipaddress
-import json
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bendi.errors import BendiError, InvalidRequest, RequestTooLarge
-from bendi.server.errors import error_body, error_headers
+from bendi.server.errors import send_error
 
 
 def is_loopback(host: str) -> bool:
@@ -48,7 +46,7 @@ class Guard:
         length = headers.get("content-length")
         if length is not None:
             if length.isdigit() and int(length) > self.max_body:
-                await _send_error(send, path, _too_large(self.max_body))
+                await send_error(send, path, _too_large(self.max_body))
                 return
             await self.app(scope, receive, send)  # the HTTP parser holds the body to its length
             return
@@ -63,7 +61,7 @@ class Guard:
             body += message.get("body", b"")
             more = bool(message.get("more_body", False))
             if len(body) > self.max_body:
-                await _send_error(send, path, _too_large(self.max_body))
+                await send_error(send, path, _too_large(self.max_body))
                 return
         replayed = False
 
@@ -80,10 +78,3 @@ class Guard:
 def _too_large(limit: int) -> BendiError:
     return RequestTooLarge(f"request body larger than {limit} bytes")
 
-
-async def _send_error(send: Send, path: str, exc: BendiError) -> None:
-    body = json.dumps(error_body(path, exc)).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from bendi.auth.principal import Principal
 from bendi.auth.service import SESSION_SECONDS
 from bendi.server.access import SESSION_COOKIE, caller_access
-from bendi.server.body import parse_body
+from bendi.server.body import documented, parse_body
 from bendi.server.http import caller, services
 
 router = APIRouter(prefix="/auth", tags=["login"])
@@ -42,7 +42,7 @@ def _set_cookie(request: Request, response: JSONResponse, value: str, max_age: i
                         secure=request.url.scheme == "https")
 
 
-@router.post("/login")
+@router.post("/login", **documented(LoginBody, errors=(429,)))
 async def login(request: Request) -> Any:
     """{"username", "password"} -> the session cookie, and the CSRF token to send with changes."""
     body = await parse_body(request, LoginBody)
@@ -54,7 +54,7 @@ async def login(request: Request) -> Any:
     return response
 
 
-@router.get("/session")
+@router.get("/session", **documented(None))
 async def session(request: Request) -> Any:
     """Who the caller is (and whether the server needs a login at all); the CSRF token of a
     cookie session."""
@@ -70,7 +70,7 @@ async def session(request: Request) -> Any:
     return out
 
 
-@router.post("/logout")
+@router.post("/logout", **documented(None))
 async def logout(request: Request) -> Any:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:

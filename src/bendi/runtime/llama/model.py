@@ -12,7 +12,7 @@ import collections
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from pathlib import Path
 
 import llama_cpp
@@ -23,6 +23,7 @@ from bendi.errors import (
     EngineError,
     InvalidModelFile,
     InvalidRequest,
+    ServerBusy,
     TemplateError,
 )
 from bendi.runtime.engine import Capabilities, LoadOptions
@@ -98,8 +99,7 @@ class LlamaModel:
             if source
             else None
         )
-        self._closed = False
-        self._close_lock = threading.Lock()
+        self._users = _Users(self.name)
         self._scheduler = Scheduler(
             name=self.name, ctx=ctx, vocab=self.vocab, slots=self.slots, n_batch=self.n_batch,
             queue_size=opts.queue_size, prompt_cache=opts.prompt_cache,
@@ -110,7 +110,8 @@ class LlamaModel:
     # -- text --------------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
-        return self.vocab.tokenize(text, add_special=add_special, parse_special=parse_special)
+        with self._users.inside():
+            return self.vocab.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         return self.vocab.token_bytes(token, special)
@@ -141,7 +142,11 @@ class LlamaModel:
 
     def submit(self, request: ChatRequest, sink: Callable[[Event | BaseException], None]) -> Stream:
         """Queue a request; events go to `sink` from the scheduler thread. Raises bendi errors
-        (bad template, prompt too long, queue full) before anything is queued."""
+        (bad template, prompt too long, queue full, model unloading) before anything is queued."""
+        with self._users.inside():
+            return self._submit(request, sink)
+
+    def _submit(self, request: ChatRequest, sink: Callable[[Event | BaseException], None]) -> Stream:
         prompt = self.render_prompt(request)
         tokens = self.prompt_tokens(prompt)
         if not tokens:
@@ -224,7 +229,8 @@ class LlamaModel:
 
     @property
     def busy(self) -> int:
-        return self._scheduler.busy
+        """Requests running or waiting, embeddings included."""
+        return self._scheduler.busy + self._users.count
 
     @property
     def queued(self) -> int:
@@ -238,16 +244,19 @@ class LlamaModel:
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Mean-pooled, L2-normalised embeddings and the number of tokens read."""
-        return self._embedding.embed(texts)
+        with self._users.inside():
+            return self._embedding.embed(texts)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking requests, let running ones end (or cancel them after `timeout`), free memory."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
+        """Stop taking requests, let running ones end (or cancel them after `timeout`), free memory.
+
+        Nothing is freed while a caller is still inside the model: new calls are refused, a running
+        embedding stops at its next input, and the handles go only after the last caller has left.
+        """
+        if not self._users.close(on_close=self._embedding.cancel):
+            return
         self._scheduler.close(timeout)
         self._embedding.close()
         llama_cpp.llama_free(self._ctx)
@@ -259,3 +268,48 @@ class LlamaModel:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class _Users:
+    """Who is inside a model's llama.cpp handles right now (tokenizing, submitting, embedding).
+
+    `close` refuses newcomers and waits for the ones inside to leave, so no handle is freed under
+    a running call: the keep-alive reaper once unloaded a model in the middle of an embedding.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._cond = threading.Condition()
+        self._count = 0
+        self._closed = False
+
+    @property
+    def count(self) -> int:
+        with self._cond:
+            return self._count
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        with self._cond:
+            if self._closed:
+                raise ServerBusy(f"model {self._name} is unloading; retry the request")
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify_all()
+
+    def close(self, on_close: Callable[[], None]) -> bool:
+        """Refuse newcomers, call `on_close` (to cut long calls short), wait until nobody is inside.
+        False when the model was already closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._closed = True
+        on_close()
+        with self._cond:
+            while self._count:
+                self._cond.wait()
+        return True

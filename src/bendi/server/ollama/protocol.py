@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+#: a duration ("5m", "1h30m", "-1") or seconds; strict, so that `true` is not one second
+KeepAlive = StrictStr | StrictInt | StrictFloat | None
 
 
 class _Base(BaseModel):
@@ -58,7 +61,7 @@ class _Generation(_Base):
     stream: bool = True
     format: str | dict[str, Any] | None = None
     options: Options = Options()
-    keep_alive: str | float | int | None = None
+    keep_alive: KeepAlive = None
     think: bool | str | None = None
 
 
@@ -82,14 +85,14 @@ class EmbedRequest(_Base):
     input: str | list[str]
     truncate: bool = True
     options: Options = Options()
-    keep_alive: str | float | int | None = None
+    keep_alive: KeepAlive = None
 
 
 class EmbeddingsRequest(_Base):
     model: str
     prompt: str
     options: Options = Options()
-    keep_alive: str | float | int | None = None
+    keep_alive: KeepAlive = None
 
 
 class ModelRequest(_Base):

@@ -14,7 +14,7 @@ from bendi.core.collect import acollect
 from bendi.errors import InvalidRequest, UnsupportedParameter
 from bendi.runtime.manager import parse_keep_alive
 from bendi.server.access import usable
-from bendi.server.body import parse_body
+from bendi.server.body import GENERATION_ERRORS, documented, parse_body
 from bendi.server.http import NDJSON_MEDIA, caller, ndjson, ndjson_response, services
 from bendi.server.ollama import protocol as p
 from bendi.server.ollama import serving
@@ -29,7 +29,7 @@ def _keep_alive(request: Request, value: Any) -> float:
     return parse_keep_alive(value, services(request).settings.keep_alive)
 
 
-@router.post("/chat")
+@router.post("/chat", **documented(p.ChatRequest, errors=GENERATION_ERRORS))
 async def chat(request: Request) -> Any:
     body = await parse_body(request, p.ChatRequest)
     keep_alive = _keep_alive(request, body.keep_alive)
@@ -42,7 +42,7 @@ async def chat(request: Request) -> Any:
     return JSONResponse(serving.chat_response(run, await acollect(run.events)))
 
 
-@router.post("/generate")
+@router.post("/generate", **documented(p.GenerateRequest, errors=GENERATION_ERRORS))
 async def generate(request: Request) -> Any:
     body = await parse_body(request, p.GenerateRequest)
     keep_alive = _keep_alive(request, body.keep_alive)
@@ -71,7 +71,7 @@ async def _load_or_unload(request: Request, model: str, keep_alive: float, ctx: 
     return body
 
 
-@router.post("/embed")
+@router.post("/embed", **documented(p.EmbedRequest, errors=GENERATION_ERRORS))
 async def embed(request: Request) -> Any:
     body = await parse_body(request, p.EmbedRequest)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -83,7 +83,7 @@ async def embed(request: Request) -> Any:
             "load_duration": 0, "prompt_eval_count": result.tokens}
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", **documented(p.EmbeddingsRequest, errors=GENERATION_ERRORS))
 async def embeddings(request: Request) -> Any:
     body = await parse_body(request, p.EmbeddingsRequest)
     result = await services(request).generation.embed(body.model, [body.prompt], caller(request),
@@ -98,7 +98,7 @@ async def tags(request: Request) -> Any:
     return {"models": [serving.tag_entry(r) for r in records if str(r.name) in allowed]}
 
 
-@router.post("/show")
+@router.post("/show", **documented(p.ModelRequest, errors=(404, 422)))
 async def show(request: Request) -> Any:
     body = await parse_body(request, p.ModelRequest)
     record = services(request).store.get(body.target())
@@ -132,7 +132,7 @@ async def ps(request: Request) -> Any:
     return {"models": models}
 
 
-@router.delete("/delete")
+@router.delete("/delete", **documented(p.ModelRequest, errors=(404,)))
 async def delete(request: Request) -> Response:
     body = await parse_body(request, p.ModelRequest)
     record = services(request).store.get(body.target())
@@ -141,14 +141,14 @@ async def delete(request: Request) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/copy")
+@router.post("/copy", **documented(p.CopyRequest, errors=(404, 409)))
 async def copy(request: Request) -> Response:
     body = await parse_body(request, p.CopyRequest)
     services(request).store.copy(body.source, body.destination)
     return Response(status_code=200)
 
 
-@router.post("/create")
+@router.post("/create", **documented(p.CreateRequest, errors=(404, 409, 422)))
 async def create(request: Request) -> Any:
     """Ollama's create from an installed model (`from`), re-quantized (`quantize`) and/or with
     other defaults. Creating from uploaded files or adapters needs `bendi import` instead."""
@@ -174,7 +174,7 @@ async def create(request: Request) -> Any:
     return StreamingResponse((ndjson({"status": s}) for s in steps), media_type=NDJSON_MEDIA)
 
 
-@router.post("/pull")
+@router.post("/pull", **documented(p.PullRequest, errors=(501,)))
 async def pull(request: Request) -> Any:
     """Pull from the sources configured in BENDI_HOME/sources.toml (see docs/models.md)."""
     from bendi.server.ollama.pull import pull_response

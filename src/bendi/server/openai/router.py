@@ -11,7 +11,7 @@ from bendi.core.collect import acollect
 from bendi.core.generation import DEFAULT_ANSWER_MODEL, Run, knowledge_base_of
 from bendi.errors import InvalidRequest
 from bendi.server.access import usable
-from bendi.server.body import parse_body
+from bendi.server.body import GENERATION_ERRORS, documented, parse_body
 from bendi.server.http import caller, services, sse_response
 from bendi.server.openai import serving
 from bendi.server.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -19,7 +19,7 @@ from bendi.server.openai.protocol import ChatCompletionRequest, CompletionReques
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", **documented(ChatCompletionRequest, errors=GENERATION_ERRORS))
 async def chat_completions(request: Request) -> Any:
     body = await parse_body(request, ChatCompletionRequest)
     kb_name = body.knowledge_base or knowledge_base_of(body.model)
@@ -51,7 +51,7 @@ async def _chat_answer(run: Run, body: ChatCompletionRequest, extra: dict[str, A
     return JSONResponse(serving.chat_response(run, await acollect(run.events), extra))
 
 
-@router.post("/completions")
+@router.post("/completions", **documented(CompletionRequest, errors=GENERATION_ERRORS))
 async def completions(request: Request) -> Any:
     body = await parse_body(request, CompletionRequest)
     req = serving.to_completion_request(body)
@@ -63,7 +63,7 @@ async def completions(request: Request) -> Any:
     return JSONResponse(serving.completion_response(run, await acollect(run.events), echo))
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", **documented(EmbeddingRequest, errors=GENERATION_ERRORS))
 async def embeddings(request: Request) -> Any:
     body = await parse_body(request, EmbeddingRequest)
     texts = [body.input] if isinstance(body.input, str) else body.input
@@ -88,7 +88,7 @@ async def list_models(request: Request) -> Any:
     ]}
 
 
-@router.get("/models/{model:path}")
+@router.get("/models/{model:path}", **documented(None, errors=(404,)))
 async def get_model(request: Request, model: str) -> Any:
     r = services(request).store.get(model)
     return {"id": str(r.name), "object": "model", "created": int(r.modified), "owned_by": "bendi"}
