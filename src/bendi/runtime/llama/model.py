@@ -35,6 +35,8 @@ from bendi.runtime.reasoning import ReasoningSplitter, prompt_opens_think
 from bendi.runtime.stops import StopMatcher
 from bendi.runtime.template import ChatTemplate, flatten_content
 from bendi.runtime.threads import ThreadTuner
+from bendi.runtime.tools import ModelTools
+from bendi.runtime.tools.constrain import special_ids
 from bendi.runtime.types import ChatRequest, Done, Event
 
 
@@ -42,7 +44,7 @@ class LlamaModel:
     """A GGUF model loaded into llama.cpp, serving many concurrent requests."""
 
     engine_name = "llama.cpp"
-    capabilities = Capabilities(embeddings=True, grammar=True, logprobs=True, tool_calls=False)
+    capabilities = Capabilities(embeddings=True, grammar=True, logprobs=True, tool_calls=True)
 
     def __init__(self, path: str | Path, options: LoadOptions | None = None, name: str = "") -> None:
         init_backend()
@@ -98,6 +100,8 @@ class LlamaModel:
             if source
             else None
         )
+        self.tools = ModelTools(self.template)
+        self._tool_tokens: dict[tuple[str, ...], frozenset[int]] = {}
         self._closed = False
         self._close_lock = threading.Lock()
         self._scheduler = Scheduler(
@@ -132,7 +136,14 @@ class LlamaModel:
             msg = dict(m)
             msg["content"] = flatten_content(msg.get("content"))
             messages.append(msg)
-        return self.template.render(messages, tools=request.tools)
+        return self.tools.render(messages, request.tools, request.tool_choice)
+
+    def _special_ids(self, texts: tuple[str, ...]) -> frozenset[int]:
+        ids = self._tool_tokens.get(texts)
+        if ids is None:
+            ids = self._tool_tokens[texts] = special_ids(
+                lambda t: self.tokenize(t, parse_special=True), texts)
+        return ids
 
     def prompt_tokens(self, prompt: str) -> list[int]:
         return self.vocab.prompt_tokens(prompt)
@@ -159,15 +170,20 @@ class LlamaModel:
         stream = Stream(sink)
         think_open = request.prompt is None and prompt_opens_think(prompt)
         splitter = ReasoningSplitter(in_reasoning=think_open) if request.prompt is None else None
+        tools = (self.tools.session(request.tools, request.tool_choice, think_open=think_open)
+                 if request.prompt is None else None)
         seq = Sequence(
             request=request,
             stream=stream,
             tokens=tokens,
             max_tokens=max_tokens,
-            sampler=make_sampler(self.vocab, request, tokens, self.n_ctx_seq),
+            sampler=make_sampler(self.vocab, request, tokens, self.n_ctx_seq,
+                                 tools.grammar if tools else None),
             splitter=splitter,
             stops=StopMatcher(list(request.stop)),
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            tools=tools,
+            tool_tokens=self._special_ids(tools.preserved) if tools else frozenset(),
         )
         self._scheduler.enqueue(seq)
         return stream

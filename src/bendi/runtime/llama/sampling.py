@@ -14,14 +14,18 @@ from bendi.runtime.llama.vocab import Vocab
 from bendi.runtime.types import ChatRequest, TokenLogprob
 
 
-def make_sampler(vocab: Vocab, request: ChatRequest, prompt: list[int], n_ctx_seq: int) -> Any:
-    """The sampler chain for one request: grammar, penalties (primed with the prompt), then greedy
-    or top-k/top-p/min-p/temperature with the request's seed. Free it with `free_sampler`."""
+def make_sampler(vocab: Vocab, request: ChatRequest, prompt: list[int], n_ctx_seq: int,
+                 grammar: str | None = None, primed: Any = None) -> Any:
+    """The sampler chain for one request: grammar (`grammar`, else the response format's; or a
+    grammar sampler already `primed`), penalties (primed with the prompt), then greedy or
+    top-k/top-p/min-p/temperature with the request's seed. Free it with `free_sampler`."""
     s = request.sampling
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = llama_cpp.llama_sampler_chain_add
-    grammar = grammar_for_response_format(request.response_format)
-    if grammar is not None:
+    grammar = grammar or grammar_for_response_format(request.response_format)
+    if primed is not None:
+        add(chain, primed)
+    elif grammar is not None:
         g = llama_cpp.llama_sampler_init_grammar(vocab.ptr, grammar.encode(), b"root")
         if not g:
             llama_cpp.llama_sampler_free(chain)

@@ -19,11 +19,14 @@ from typing import Any
 import llama_cpp
 
 from bendi.errors import BendiError, EngineError, ServerBusy
-from bendi.runtime.llama.sampling import free_sampler, sample, token_logprobs
+from bendi.runtime.llama.sampling import free_sampler, make_sampler, sample, token_logprobs
 from bendi.runtime.llama.vocab import Vocab
 from bendi.runtime.reasoning import CONTENT, ReasoningSplitter
+from bendi.runtime.repetition import RepetitionGuard
 from bendi.runtime.stops import StopMatcher
 from bendi.runtime.threads import ThreadTuner
+from bendi.runtime.tools import GrammarSwitch, ParsedCall, ToolSession
+from bendi.runtime.tools.constrain import grammar_sampler, prime
 from bendi.runtime.types import (
     ChatRequest,
     Done,
@@ -31,6 +34,7 @@ from bendi.runtime.types import (
     ReasoningDelta,
     TextDelta,
     TokenLogprob,
+    ToolCall,
     Usage,
 )
 
@@ -71,6 +75,11 @@ class Sequence:
     t_start: float = 0.0
     t_first: float = 0.0
     t_prefill_done: float = 0.0
+    #: the request's tool calling (None: no tools offered)
+    tools: ToolSession | None = None
+    #: ids of special tokens whose text the tool-call parser must see
+    tool_tokens: frozenset[int] = frozenset()
+    repeats: RepetitionGuard = field(default_factory=RepetitionGuard)
 
     @property
     def prefilling(self) -> bool:
@@ -318,9 +327,15 @@ class Scheduler:
             self._finish(seq, "stop")
             return
         seq.last_token = token
-        text = seq.decoder.decode(self._vocab.token_bytes(token))
+        text = seq.decoder.decode(self._vocab.token_bytes(token, token in seq.tool_tokens))
         self._emit(seq, seq.stops.feed(text), logprobs)
-        if seq.stops.stopped:
+        if seq.tools is not None and (switch := seq.tools.after_token(text)) is not None:
+            self._switch_grammar(seq, switch)
+        if seq.stops.stopped or (seq.tools is not None and seq.tools.over):
+            self._finish(seq, "stop")
+        elif seq.repeats.feed(token):
+            log.info("%s: stopped a generation repeating itself (a %d-token block over %d tokens)",
+                     self.name, *(seq.repeats.found or (0, 0)))
             self._finish(seq, "stop")
         elif seq.generated >= seq.max_tokens:
             self._finish(seq, "length")
@@ -338,10 +353,33 @@ class Scheduler:
         sent_logprobs = False
         for kind, piece in parts:
             if kind == CONTENT:
-                sink(TextDelta(piece, None if sent_logprobs else logprobs))
+                self._content(seq, piece, None if sent_logprobs else logprobs)
                 sent_logprobs = True
             elif seq.request.think is not False:
                 sink(ReasoningDelta(piece))
+
+    def _content(self, seq: Sequence, text: str, logprobs: list[TokenLogprob] | None) -> None:
+        """Answer text to the client, through the tool-call parser when tools are offered."""
+        sink = seq.stream._sink
+        if seq.tools is None:
+            sink(TextDelta(text, logprobs))
+            return
+        for piece in seq.tools.feed(text):
+            sink(_tool_event(piece) if isinstance(piece, ParsedCall) else TextDelta(piece, logprobs))
+
+    def _switch_grammar(self, seq: Sequence, switch: GrammarSwitch) -> None:
+        """Constrain the rest of `seq` with the tool-call grammar, primed with the call so far."""
+        g = grammar_sampler(self._vocab.ptr, switch.grammar)
+        if g is None:
+            log.warning("the tool-call grammar did not parse; the call is not constrained")
+            return
+        if not prime(g, self._vocab.tokenize(switch.prime, parse_special=True)):
+            free_sampler(g)
+            log.debug("the model opened a call the grammar cannot continue: %r", switch.prime)
+            return
+        old, seq.sampler = seq.sampler, make_sampler(self._vocab, seq.request, seq.tokens,
+                                                     len(seq.tokens) + seq.max_tokens, primed=g)
+        free_sampler(old)
 
     def _finish(self, seq: Sequence, reason: str, error: BendiError | None = None) -> None:
         if seq in self._running:
@@ -363,12 +401,17 @@ class Scheduler:
             if seq.splitter is not None:
                 for kind, piece in seq.splitter.flush():
                     if kind == CONTENT:
-                        sink(TextDelta(piece))
+                        self._content(seq, piece, None)
                     elif seq.request.think is not False:
                         sink(ReasoningDelta(piece))
+            if seq.tools is not None:
+                for rest in seq.tools.flush():
+                    sink(_tool_event(rest) if isinstance(rest, ParsedCall) else TextDelta(rest))
         end = time.perf_counter()
         prefill_end = seq.t_prefill_done or end
         completion = seq.generated - (1 if reason == "stop" and not seq.stops.stopped else 0)
+        if seq.tools is not None:
+            reason = seq.tools.finish_reason(reason)
         sink(
             Done(
                 finish_reason=reason,  # type: ignore[arg-type]
@@ -379,3 +422,7 @@ class Scheduler:
                 total_seconds=end - seq.t_submit,
             )
         )
+
+
+def _tool_event(call: ParsedCall) -> ToolCall:
+    return ToolCall(call.id, call.name, call.arguments, call.index)

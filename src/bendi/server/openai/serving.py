@@ -13,7 +13,7 @@ import numpy as np
 from bendi.core.collect import Collected
 from bendi.core.generation import Run, RunInfo
 from bendi.errors import BendiError, UnsupportedParameter
-from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta, TokenLogprob
+from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta, TokenLogprob, ToolCall
 from bendi.server.errors import openai_error_body
 from bendi.server.http import sse
 from bendi.server.openai.protocol import ChatCompletionRequest, CompletionRequest
@@ -36,7 +36,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     _check_n(body.n)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     return ChatRequest(
-        model=body.model,
+        model=body.model or "",
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         options=body.sampling_overrides(),
         max_tokens=max_tokens,
@@ -58,7 +58,7 @@ def to_completion_request(body: CompletionRequest) -> ChatRequest:
             raise UnsupportedParameter("prompt must be a string or a list of one string", param="prompt")
         prompt = prompt[0]
     return ChatRequest(
-        model=body.model,
+        model=body.model or "",
         prompt=prompt,
         options=body.sampling_overrides(),
         max_tokens=body.max_tokens,
@@ -87,8 +87,15 @@ def _fingerprint(run: RunInfo) -> dict[str, Any]:
     return {"system_fingerprint": f"bendi-{run.fingerprint[7:19]}"} if run.fingerprint else {}
 
 
+def tool_call_json(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
 def chat_response(run: RunInfo, result: Collected, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": result.text if (result.text or not result.tool_calls) else None}
+    if result.tool_calls:
+        message["tool_calls"] = [tool_call_json(c) for c in result.tool_calls]
     if result.reasoning:
         message["reasoning_content"] = result.reasoning
         message["reasoning"] = result.reasoning
@@ -118,20 +125,28 @@ async def chat_stream(run: Run, include_usage: bool, extra: dict[str, Any] | Non
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": run.model,
             **_fingerprint(run)}
 
+    # With include_usage every chunk but the last says "usage": null (the API reference's shape).
+    usage_null = {"usage": None} if include_usage else {}
+
     def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
         return sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
-                                         "finish_reason": finish}]})
+                                         "finish_reason": finish}], **usage_null})
 
     first = {"role": "assistant", "content": ""}
     yield chunk(first)
     if extra:
-        yield sse({**base, "choices": [], **extra})
+        yield sse({**base, "choices": [], **extra, **usage_null})
     async for event in run.events:
         if isinstance(event, TextDelta):
             lp = _chat_logprobs(event.logprobs) if event.logprobs else None
             yield chunk({"content": event.text}, logprobs=lp)
         elif isinstance(event, ReasoningDelta):
             yield chunk({"reasoning_content": event.text, "reasoning": event.text})
+        elif isinstance(event, ToolCall):
+            # a call is reported once complete and valid: its name first, then its arguments
+            yield chunk({"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
+                                         "function": {"name": event.name, "arguments": ""}}]})
+            yield chunk({"tool_calls": [{"index": event.index, "function": {"arguments": event.arguments}}]})
         elif isinstance(event, Done):
             yield chunk({}, FINISH[event.finish_reason])
             if include_usage:
@@ -169,8 +184,10 @@ def completion_response(run: RunInfo, result: Collected, echo_prompt: str | None
 
 async def completion_stream(run: Run, include_usage: bool, echo_prompt: str | None) -> AsyncIterator[bytes]:
     """Completion chunks (the error event and [DONE] are added by the HTTP toolkit)."""
-    base = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
-            "created": int(time.time()), "model": run.model}
+    base: dict[str, Any] = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
+                            "created": int(time.time()), "model": run.model}
+    if include_usage:
+        base["usage"] = None  # on every chunk but the last
     if echo_prompt:
         yield sse({**base, "choices": [{"index": 0, "text": echo_prompt, "logprobs": None,
                                         "finish_reason": None}]})
