@@ -232,3 +232,28 @@ def test_langchain_bind_tools_and_structured_output(server: ServerProcess) -> No
     structured = llm.with_structured_output(Person, method="function_calling")
     person = structured.invoke("Alice is 30 years old.")
     assert isinstance(person, Person) and isinstance(person.age, int)
+
+
+# -- LiteLLM -----------------------------------------------------------------------------------
+
+def test_litellm_tools_in_both_dialects(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LiteLLM's `openai/` provider talks to /v1, its `ollama_chat/` provider to /api/chat."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its price table, not fetched
+    import litellm
+
+    common: dict[str, Any] = {"messages": ASK, "tools": [WEATHER], "temperature": 0, "max_tokens": 120}
+    openai_side = {"model": f"openai/{MODEL}", "api_base": server.url + "/v1", "api_key": "unused",
+                   "tool_choice": "required"}
+    # LiteLLM drops tool_choice for Ollama (Ollama has none); bendi's extension goes as an extra field
+    ollama_side = {"model": f"ollama_chat/{MODEL}", "api_base": server.url,
+                   "extra_body": {"tool_choice": "required"}}
+    for side in (openai_side, ollama_side):
+        whole = litellm.completion(**side, **common)
+        chunks = list(litellm.completion(**side, **common, stream=True))
+        streamed = litellm.stream_chunk_builder(chunks, messages=ASK)
+        for answer in (whole, streamed):
+            choice = answer.choices[0]
+            assert choice.finish_reason == "tool_calls", side["model"]
+            calls = choice.message.tool_calls
+            assert calls and calls[0].function.name == "get_weather"
+            valid("get_weather", calls[0].function.arguments)
