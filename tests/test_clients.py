@@ -103,6 +103,49 @@ def test_usage_is_null_on_every_chunk_but_the_last(oai: openai.OpenAI) -> None:
     assert all("usage" in e and e["usage"] is None for e in events[:-1]) and events[-1]["usage"]
 
 
+def test_completions_echo_scores_the_prompt(oai: openai.OpenAI) -> None:
+    """echo with logprobs: the prompt's tokens come first in `logprobs` (the first unscored), and
+    text_offset counts from the start of the echoed text, streamed or not."""
+    prompt = "The capital of France is"
+    r = oai.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=2, max_tokens=3, temperature=0)
+    choice, usage = r.choices[0], r.usage
+    lp = choice.logprobs
+    assert lp is not None and usage is not None and lp.tokens and lp.text_offset and lp.token_logprobs
+    assert choice.text.startswith(prompt)
+    assert len(lp.tokens) == usage.prompt_tokens + usage.completion_tokens
+    assert lp.token_logprobs[0] is None and all(v is not None and v <= 0 for v in lp.token_logprobs[1:])
+    assert "".join(lp.tokens[: usage.prompt_tokens]) == prompt
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    scored = oai.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=0, max_tokens=0)
+    assert scored.choices[0].text == prompt and scored.usage and scored.usage.completion_tokens == 0
+    assert scored.choices[0].logprobs and scored.choices[0].logprobs.token_logprobs == lp.token_logprobs[: usage.prompt_tokens]
+    tokens: list[str] = []
+    offsets: list[int] = []
+    text = ""
+    for chunk in oai.completions.create(model=MODEL, prompt=prompt, echo=True, logprobs=1, max_tokens=3,
+                                        temperature=0, stream=True):
+        for c in chunk.choices:
+            text += c.text
+            if c.logprobs and c.logprobs.tokens:
+                tokens += c.logprobs.tokens
+                offsets += c.logprobs.text_offset or []
+    assert text == choice.text and tokens == lp.tokens and offsets == lp.text_offset
+
+
+def test_ollama_generate_context_continues(server: ServerProcess) -> None:
+    client = ollama.Client(host=server.url)
+    first = client.generate(model=MODEL, prompt="My name is Ada.", options={"num_predict": 4, "temperature": 0})
+    assert first.context and first.prompt_eval_count and first.eval_count is not None
+    assert len(first.context) == first.prompt_eval_count + first.eval_count
+    second = client.generate(model=MODEL, prompt="What is my name?", context=first.context,
+                             options={"num_predict": 4, "temperature": 0})
+    assert second.context and second.context[: len(first.context)] == list(first.context)
+    assert second.prompt_eval_count and second.prompt_eval_count > len(first.context)
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model=MODEL, prompt="x", context=[-5])
+    assert err.value.status_code == 400 and "context" in err.value.error
+
+
 def test_kb_models_are_listed_and_answer_under_their_name(oai: openai.OpenAI, server: ServerProcess) -> None:
     assert "kb:demo" in {m.id for m in oai.models.list().data}
     assert "kb:demo" in {m.model for m in ollama.Client(host=server.url).list().models}

@@ -148,6 +148,17 @@ class LlamaModel:
     def prompt_tokens(self, prompt: str) -> list[int]:
         return self.vocab.prompt_tokens(prompt)
 
+    def _context_tokens(self, context: list[int]) -> list[int]:
+        """An earlier exchange's token ids (Ollama's `context`), checked: an id outside the
+        vocabulary would make llama.cpp read out of bounds."""
+        n = self.vocab.n_tokens
+        bad = next((t for t in context if not isinstance(t, int) or not 0 <= t < n), None)
+        if bad is not None:
+            raise InvalidRequest(f"context holds {bad!r}, which is not a token id of this model "
+                                 f"(0-{n - 1}); send back the context an earlier answer returned",
+                                 param="context")
+        return list(context)
+
     # -- submitting ---------------------------------------------------------------------------
 
     def submit(self, request: ChatRequest, sink: Callable[[Event | BaseException], None]) -> Stream:
@@ -155,6 +166,8 @@ class LlamaModel:
         (bad template, prompt too long, queue full) before anything is queued."""
         prompt = self.render_prompt(request)
         tokens = self.prompt_tokens(prompt)
+        if request.context:
+            tokens = self._context_tokens(request.context) + tokens
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="messages")
         if len(tokens) >= self.n_ctx_seq:

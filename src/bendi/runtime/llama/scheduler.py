@@ -31,6 +31,7 @@ from bendi.runtime.types import (
     ChatRequest,
     Done,
     Event,
+    PromptLogprobs,
     ReasoningDelta,
     TextDelta,
     TokenLogprob,
@@ -39,6 +40,9 @@ from bendi.runtime.types import (
 )
 
 log = logging.getLogger(__name__)
+
+#: prompt tokens per step for a request that scores its prompt (one row of logits each)
+PROMPT_SCORE_CHUNK = 64
 
 
 class Stream:
@@ -80,6 +84,12 @@ class Sequence:
     #: ids of special tokens whose text the tool-call parser must see
     tool_tokens: frozenset[int] = frozenset()
     repeats: RepetitionGuard = field(default_factory=RepetitionGuard)
+    #: scores of the prompt's tokens so far (request.prompt_logprobs), and the (batch index,
+    #: position) of each prompt token of the current step whose logits score the next one
+    prompt_scores: list[TokenLogprob] = field(default_factory=list)
+    prompt_at: list[tuple[int, int]] = field(default_factory=list)
+    #: the answer's token ids (request.return_context)
+    output: list[int] = field(default_factory=list)
 
     @property
     def prefilling(self) -> bool:
@@ -223,6 +233,8 @@ class Scheduler:
         best_len = -score(best)[0]
         self._free_slots.remove(best)
         reuse = min(best_len, len(seq.tokens) - 1)  # the last prompt token must be decoded for logits
+        if seq.request.prompt_logprobs:
+            reuse = 0  # every prompt token is scored, so every one is computed
         if reuse < len(self._slot_tokens[best]) and not llama_cpp.llama_memory_seq_rm(
             self._mem, best, reuse, -1
         ):
@@ -261,6 +273,9 @@ class Scheduler:
         for seq in self._running:
             if seq.prefilling and budget > 0:
                 take = min(len(seq.tokens) - seq.prefilled, budget)
+                if seq.request.prompt_logprobs:
+                    # each scored token needs a row of logits: bound the step's logits buffer
+                    take = min(take, PROMPT_SCORE_CHUNK)
                 parts.append((seq, seq.tokens[seq.prefilled : seq.prefilled + take], seq.prefilled, False))
                 budget -= take
         # In slot order: with one KV stream per slot, llama.cpp computes a batch as one graph per
@@ -270,11 +285,14 @@ class Scheduler:
         parts.sort(key=lambda part: part[0].slot)
         n = 0
         for seq, tokens, pos, decode in parts:
+            scored = not decode and seq.request.prompt_logprobs
             for i, token in enumerate(tokens):
-                logits = decode or pos + i == len(seq.tokens) - 1
-                self._batch_add(n, token, pos + i, seq.slot, logits)
-                if logits:
+                last = decode or pos + i == len(seq.tokens) - 1
+                self._batch_add(n, token, pos + i, seq.slot, last or scored)
+                if last:
                     seq.batch_index = n
+                elif scored:
+                    seq.prompt_at.append((n, pos + i))
                 n += 1
             self._slot_tokens[seq.slot].extend(tokens)
             if decode:
@@ -300,10 +318,19 @@ class Scheduler:
             raise EngineError(f"llama_decode returned {rc}")
         now = time.perf_counter()
         for seq in list(self._running):
+            if seq.prompt_at:
+                self._score_prompt(seq)
             if seq.batch_index < 0:
                 continue
             if seq.generated == 0:
                 seq.t_prefill_done = now
+                if seq.request.prompt_logprobs:
+                    seq.stream._sink(PromptLogprobs(
+                        self._vocab.token_bytes(seq.tokens[0]).decode("utf-8", "replace"),
+                        seq.prompt_scores))
+                if seq.max_tokens <= 0:  # the prompt only (scored, or a cache warm-up)
+                    self._finish(seq, "length")
+                    continue
             token = sample(seq.sampler, self._ctx, seq.batch_index)
             logprobs = (
                 token_logprobs(self._ctx, seq.batch_index, self._vocab, token, seq.request.logprobs)
@@ -311,6 +338,13 @@ class Scheduler:
                 else None
             )
             self._accept(seq, token, logprobs)
+
+    def _score_prompt(self, seq: Sequence) -> None:
+        """Score each prompt token by the logits of the one before it."""
+        k = seq.request.logprobs or 0
+        for index, pos in seq.prompt_at:
+            seq.prompt_scores += token_logprobs(self._ctx, index, self._vocab, seq.tokens[pos + 1], k)
+        seq.prompt_at.clear()
 
     def _batch_add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self._batch
@@ -327,6 +361,8 @@ class Scheduler:
             self._finish(seq, "stop")
             return
         seq.last_token = token
+        if seq.request.return_context:
+            seq.output.append(token)
         text = seq.decoder.decode(self._vocab.token_bytes(token, token in seq.tool_tokens))
         self._emit(seq, seq.stops.feed(text), logprobs)
         if seq.tools is not None and (switch := seq.tools.after_token(text)) is not None:
@@ -420,6 +456,7 @@ class Scheduler:
                 prompt_seconds=prefill_end - (seq.t_start or seq.t_submit),
                 decode_seconds=end - prefill_end,
                 total_seconds=end - seq.t_submit,
+                context=seq.tokens + seq.output if seq.request.return_context else None,
             )
         )
 

@@ -89,9 +89,6 @@ def to_generate_request(body: p.GenerateRequest) -> ChatRequest:
     if body.template:
         raise UnsupportedParameter(
             "a per-request template is not supported; import the model with --template", param="template")
-    if body.context:
-        raise UnsupportedParameter("context is not supported; use /api/chat for conversations",
-                                   param="context")
     common: dict[str, Any] = {
         "model": body.model,
         "options": body.options.sampling_overrides(),
@@ -100,6 +97,9 @@ def to_generate_request(body: p.GenerateRequest) -> ChatRequest:
         "response_format": response_format(body.format),
         "think": _think(body.think),
         "num_ctx": body.options.num_ctx,
+        # an earlier answer's `context` continues that exchange; a templated answer returns its own
+        "context": body.context or None,
+        "return_context": not body.raw,
     }
     if body.raw:
         return ChatRequest(prompt=body.prompt, **common)
@@ -110,7 +110,9 @@ def to_generate_request(body: p.GenerateRequest) -> ChatRequest:
 
 
 def _stats(run: RunInfo, done: Done) -> dict[str, Any]:
+    context = {"context": done.context} if done.context is not None else {}
     return {
+        **context,
         "done_reason": "stop" if done.finish_reason in ("stop", "cancelled", "tool_calls") else done.finish_reason,
         "total_duration": int((done.total_seconds + run.load_seconds) * NS),
         "load_duration": int(run.load_seconds * NS),

@@ -13,7 +13,15 @@ import numpy as np
 from bendi.core.collect import Collected
 from bendi.core.generation import Run, RunInfo
 from bendi.errors import BendiError, UnsupportedParameter
-from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta, TokenLogprob, ToolCall
+from bendi.runtime.types import (
+    ChatRequest,
+    Done,
+    PromptLogprobs,
+    ReasoningDelta,
+    TextDelta,
+    TokenLogprob,
+    ToolCall,
+)
 from bendi.server.errors import openai_error_body
 from bendi.server.http import sse
 from bendi.server.openai.protocol import ChatCompletionRequest, CompletionRequest
@@ -65,6 +73,8 @@ def to_completion_request(body: CompletionRequest) -> ChatRequest:
         stop=body.stop_list(),
         response_format=body.response_format,
         logprobs=body.logprobs,
+        # the echoed prompt is scored too, as the legacy API does (prompt scoring relies on it)
+        prompt_logprobs=body.echo and body.logprobs is not None,
     )
 
 
@@ -153,21 +163,39 @@ async def chat_stream(run: Run, include_usage: bool, extra: dict[str, Any] | Non
                 yield sse({**base, "choices": [], "usage": _usage(event)})
 
 
-def _completion_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
-    offset, offsets = 0, []
+def _completion_logprobs(items: list[TokenLogprob], start: int = 0,
+                         prompt: PromptLogprobs | None = None) -> dict[str, Any]:
+    """The legacy `logprobs` object; `start` is where the items' text begins in the choice's text
+    (after an echoed prompt). With `prompt`, the echoed prompt's tokens come first, the first of
+    them unscored (null), as OpenAI reports them."""
+    tokens: list[str] = []
+    scores: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    offsets: list[int] = []
+
+    def add(token: str, score: float | None, top: dict[str, float] | None, at: int) -> int:
+        tokens.append(token)
+        scores.append(score)
+        tops.append(top)
+        offsets.append(at)
+        return at + len(token)
+
+    if prompt is not None:
+        at = add(prompt.first, None, None, 0)
+        for i in prompt.rest:
+            at = add(i.token, i.logprob, {t: lp for t, lp, _ in i.top}, at)
+    at = start
     for i in items:
-        offsets.append(offset)
-        offset += len(i.token)
-    return {
-        "tokens": [i.token for i in items],
-        "token_logprobs": [i.logprob for i in items],
-        "top_logprobs": [{t: lp for t, lp, _ in i.top} for i in items],
-        "text_offset": offsets,
-    }
+        at = add(i.token, i.logprob, {t: lp for t, lp, _ in i.top}, at)
+    return {"tokens": tokens, "token_logprobs": scores, "top_logprobs": tops, "text_offset": offsets}
 
 
 def completion_response(run: RunInfo, result: Collected, echo_prompt: str | None) -> dict[str, Any]:
     text = (echo_prompt or "") + result.text
+    logprobs = None
+    if result.prompt is not None or result.logprobs:
+        prompt = result.prompt if echo_prompt is not None else None
+        logprobs = _completion_logprobs(result.logprobs, len(echo_prompt or ""), prompt)
     return {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
         "object": "text_completion",
@@ -175,7 +203,7 @@ def completion_response(run: RunInfo, result: Collected, echo_prompt: str | None
         "model": run.model,
         "choices": [{
             "index": 0, "text": text,
-            "logprobs": _completion_logprobs(result.logprobs) if result.logprobs else None,
+            "logprobs": logprobs,
             "finish_reason": FINISH[result.done.finish_reason],
         }],
         "usage": _usage(result.done),
@@ -188,14 +216,25 @@ async def completion_stream(run: Run, include_usage: bool, echo_prompt: str | No
                             "created": int(time.time()), "model": run.model}
     if include_usage:
         base["usage"] = None  # on every chunk but the last
-    if echo_prompt:
-        yield sse({**base, "choices": [{"index": 0, "text": echo_prompt, "logprobs": None,
-                                        "finish_reason": None}]})
+
+    def text_chunk(text: str, logprobs: dict[str, Any] | None) -> bytes:
+        return sse({**base, "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": None}]})
+
+    echo = echo_prompt or None  # sent before anything else, with the prompt's scores if they come
+    offset = len(echo_prompt or "")  # text_offset counts from the start of the choice's text
     async for event in run.events:
+        if isinstance(event, PromptLogprobs):
+            if echo is not None:
+                yield text_chunk(echo, _completion_logprobs([], prompt=event))
+                echo = None
+            continue
+        if echo is not None:
+            yield text_chunk(echo, None)
+            echo = None
         if isinstance(event, TextDelta):
-            lp = _completion_logprobs(event.logprobs) if event.logprobs else None
-            yield sse({**base, "choices": [{"index": 0, "text": event.text, "logprobs": lp,
-                                            "finish_reason": None}]})
+            lp = _completion_logprobs(event.logprobs, start=offset) if event.logprobs else None
+            offset += len(event.text)
+            yield text_chunk(event.text, lp)
         elif isinstance(event, Done):
             yield sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
                                             "finish_reason": FINISH[event.finish_reason]}]})
