@@ -20,6 +20,8 @@ ROOT = Path(__file__).parent.parent
 DOCS = [ROOT / "README.md", ROOT / "docs" / "kb.md"]
 #: commands that start something long-running
 SKIP = ("serve",)
+#: what a reader types at a command's prompt (a new user's password, twice)
+TYPED = {("user", "add"): "correct horse battery\ncorrect horse battery\n"}
 
 
 def examples(path: Path) -> list[list[str]]:
@@ -47,5 +49,5 @@ def test_documented_examples_run_as_written(doc: Path, bundled_path: Path, tmp_p
     shutil.copyfile(bundled_path, tmp_path / "DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf")
     monkeypatch.setenv("BENDI_MAX_TOKENS", "48")  # the examples' answers, kept short for the test
     for args in examples(doc):
-        result = CliRunner().invoke(cli, args, input="")
+        result = CliRunner().invoke(cli, args, input=TYPED.get(tuple(args[:2]), ""))
         assert result.exit_code == 0, f"bendi {' '.join(args)}: {result.stderr or result.stdout}"
