@@ -167,7 +167,7 @@ def embed_cmd(ctx: click.Context, name: str) -> None:
 
 @kb_group.command("info")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def info_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     """A knowledge base: documents, chunks, size, embedding model and vector progress."""
