@@ -1,5 +1,6 @@
 """Tool calling end to end on the bundled model: the real server, judged by the official `openai`
-and `ollama` clients and by LangChain, streaming and not.
+and `ollama` clients, by LangChain (langchain-openai and langchain-ollama) and LiteLLM, streaming
+and not.
 
 The bundled SmolLM2-135M knows no tools: its ChatML template gets them described in the system
 prompt, and with tool_choice `required` or a named function the grammar makes it write a valid
@@ -232,6 +233,30 @@ def test_langchain_bind_tools_and_structured_output(server: ServerProcess) -> No
     structured = llm.with_structured_output(Person, method="function_calling")
     person = structured.invoke("Alice is 30 years old.")
     assert isinstance(person, Person) and isinstance(person.age, int)
+
+
+def test_langchain_ollama_tools_and_history(server: ServerProcess) -> None:
+    """ChatOllama (the Ollama dialect) sends no tool_choice: the model decides. Whatever it does
+    comes back in LangChain's shapes, and a conversation holding a call and its result (LangChain
+    sends arguments as an object, the result as role "tool") goes back through the template."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_ollama import ChatOllama
+
+    llm = ChatOllama(model=MODEL, base_url=server.url, temperature=0, num_predict=80)
+    bound = llm.bind_tools([WEATHER])
+    msg = bound.invoke("What is the weather in Paris?")
+    assert isinstance(msg, AIMessage)
+    for call in msg.tool_calls:
+        valid(call["name"], call["args"])
+    assert msg.tool_calls or msg.content
+    history = [HumanMessage("What is the weather in Paris?"),
+               AIMessage("", tool_calls=[{"name": "get_weather", "id": "call_1",
+                                          "args": {"city": "Paris", "unit": "celsius"}}]),
+               ToolMessage("18 degrees", tool_call_id="call_1")]
+    follow = bound.invoke(history)
+    assert isinstance(follow, AIMessage) and (follow.content or follow.tool_calls)
+    for call in follow.tool_calls:
+        valid(call["name"], call["args"])
 
 
 # -- LiteLLM -----------------------------------------------------------------------------------
