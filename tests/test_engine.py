@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from bendi.errors import ContextLengthExceeded, ServerBusy, TemplateError
+from bendi.errors import ContextLengthExceeded, InvalidRequest, ServerBusy, TemplateError
 from bendi.runtime.llama import LlamaModel, LoadOptions
-from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, SamplingParams, TextDelta
+from bendi.runtime.llama.scheduler import PROMPT_SCORE_CHUNK
+from bendi.runtime.types import (
+    ChatRequest,
+    Done,
+    PromptLogprobs,
+    ReasoningDelta,
+    SamplingParams,
+    TextDelta,
+)
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -142,6 +150,56 @@ def test_logprobs(smollm: LlamaModel) -> None:
     assert lp.logprob <= 0 and len(lp.top) == 3
     assert lp.top[0][1] >= lp.top[-1][1]
     assert lp.top[0][0] == lp.token  # greedy picks the most likely token
+
+
+def test_prompt_logprobs_equal_a_full_forward_pass(bundled_path: Path) -> None:
+    """Each prompt token scored by the logits before it (completions' echo with logprobs), equal to
+    llama-cpp-python evaluating the whole prompt with logits for every position."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    prompt = "The capital of France is Paris. The capital of Germany is Berlin. " * 6
+    reference = Llama(str(bundled_path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+    tokens = reference.tokenize(prompt.encode(), add_bos=True, special=True)
+    assert len(tokens) > PROMPT_SCORE_CHUNK  # scored over more than one step
+    reference.eval(tokens)
+    logits = np.array(reference.scores[: len(tokens)], dtype=np.float64)
+    del reference
+    top = logits.max(axis=1, keepdims=True)
+    logz = top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    expected = [logits[i, tokens[i + 1]] - logz[i, 0] for i in range(len(tokens) - 1)]
+
+    with LlamaModel(bundled_path, LoadOptions(ctx=512, slots=2, flash_attn=False)) as model:
+        warm = greedy(max_tokens=2)  # a cached prefix must not shorten the scored prompt
+        warm.prompt, warm.messages = prompt, None
+        collect(model, warm)
+        events = list(model.generate(ChatRequest(model="m", prompt=prompt, max_tokens=0, logprobs=2,
+                                                 sampling=SamplingParams(temperature=0), prompt_logprobs=True)))
+    scored = [e for e in events if isinstance(e, PromptLogprobs)]
+    assert len(scored) == 1 and not [e for e in events if isinstance(e, TextDelta) and e.text]
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason == "length"
+    assert done.usage.prompt_tokens == len(tokens) and done.usage.completion_tokens == 0
+    rest = scored[0].rest
+    assert len(rest) == len(tokens) - 1 and all(len(t.top) == 2 for t in rest)
+    assert np.allclose([t.logprob for t in rest], expected, atol=1e-3)
+    assert scored[0].first + "".join(t.token for t in rest) == prompt
+
+
+def test_context_continues_an_exchange(smollm: LlamaModel) -> None:
+    """Ollama's `context`: the ids of a prompt and its answer, put before the next prompt."""
+    first = greedy(max_tokens=4, return_context=True)
+    first.prompt, first.messages = "Hello there,", None
+    done = collect(smollm, first)[2]
+    assert done.context and len(done.context) == done.usage.prompt_tokens + done.usage.completion_tokens
+    second = greedy(max_tokens=4, return_context=True, context=done.context)
+    second.prompt, second.messages = " and then", None
+    again = collect(smollm, second)[2]
+    assert again.context is not None and again.context[: len(done.context)] == done.context
+    assert again.usage.prompt_tokens == len(done.context) + len(smollm.tokenize(" and then"))
+    bad = greedy(max_tokens=1, context=[1, 10**9])
+    with pytest.raises(InvalidRequest, match="context"):
+        collect(smollm, bad)
 
 
 def test_queue_bound(bundled_path: Path) -> None:

@@ -35,6 +35,7 @@ EXPECT: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "admin",
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/completions"): "chat",
+    ("POST", "/v1/responses"): "chat",
     ("POST", "/v1/embeddings"): "embeddings",
     ("GET", "/v1/models"): "any",
     ("GET", "/v1/models/{model:path}"): "any",

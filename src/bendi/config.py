@@ -45,6 +45,11 @@ class Settings:
     force: bool = _describe("Load models even when the planner says they will not fit.", False)
     memory_limit: str | None = _describe(
         "Memory the load guard may use (e.g. 16GB); None uses the RAM available now.", None)
+    default_model: str | None = _describe(
+        "Model for requests that name none (bendi serve --model); None: such requests get 400.", None)
+    max_tokens: int = _describe(
+        "Tokens a generation may produce when the request sets no limit and the model's parameters "
+        "set no max_tokens (clients such as Open WebUI send none).", 2048)
     cors_origins: str | None = _describe(
         "Comma-separated origins browsers may call the API from (CORS); None: no cross-origin access.", None)
     allowed_hosts: str | None = _describe(

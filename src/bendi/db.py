@@ -154,7 +154,7 @@ MIGRATIONS: list[Migration] = [
     -- the chain's head and base (after pruning), each with a MAC under BENDI_HOME/audit.key
     CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
-    # 3: the web console's chat history, per user (bendi/conversations.py)
+    # 4: the web console's chat history, per user (bendi/conversations.py)
     """
     CREATE TABLE conversations (
         id TEXT PRIMARY KEY,
@@ -167,6 +167,17 @@ MIGRATIONS: list[Migration] = [
         updated_at REAL NOT NULL
     );
     CREATE INDEX conversations_owner ON conversations(owner, updated_at DESC);
+    """,
+    # 5: conversations saved from `bendi run` (/save, /load)
+    """
+    CREATE TABLE chats (
+        name TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        system TEXT,
+        options TEXT NOT NULL DEFAULT '{}',  -- JSON: sampling options set in the session
+        messages TEXT NOT NULL,              -- JSON: [{"role", "content"}, ...]
+        updated_at REAL NOT NULL
+    );
     """,
 ]
 

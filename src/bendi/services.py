@@ -57,7 +57,8 @@ class Services:
         observers.add(audit)
         embeddings = EmbeddingService(store, models, observers)
         kb = KnowledgeBaseService(settings, store, embeddings)
-        generation = GenerationService(store, models, kb, embeddings, observers)
+        generation = GenerationService(store, models, kb, embeddings, observers,
+                                       default_model=settings.default_model, max_tokens=settings.max_tokens)
         return cls(settings, store, engines, models, kb, generation, auth, audit, writer)
 
     def create_model(

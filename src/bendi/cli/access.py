@@ -41,7 +41,7 @@ def key_group() -> None:
 @click.option("--routes", help="Comma-separated route families: chat, embeddings, kb, admin "
                                "(default: chat,embeddings,kb; 'all' adds admin for an admin user).")
 @click.option("--expires", help="Lifetime, e.g. 30d, 12h; default: until revoked.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def key_create(ctx: click.Context, user: str, name: str, models: str | None, knowledge_bases: str | None,
                routes: str | None, expires: str | None, as_json: bool) -> None:
@@ -64,7 +64,7 @@ def key_create(ctx: click.Context, user: str, name: str, models: str | None, kno
 @key_group.command("ls")
 @click.option("--user", help="Only this user's keys.")
 @click.option("--all", "show_all", is_flag=True, help="Include revoked and expired keys.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def key_ls(ctx: click.Context, user: str | None, show_all: bool, as_json: bool) -> None:
     """List keys (never the keys themselves: their ids, scopes and last use)."""
@@ -104,9 +104,10 @@ def _subject(user: str | None, group: str | None) -> str:
 
 @grant_group.command("add")
 @click.argument("knowledge_base")
-@click.option("--user")
-@click.option("--group")
-@click.option("--access", type=click.Choice(["read", "write"]), default="read", show_default=True)
+@click.option("--user", help="The user (give --user or --group).")
+@click.option("--group", help="The group (give --user or --group).")
+@click.option("--access", type=click.Choice(["read", "write"]), default="read", show_default=True,
+              help="read: search and ask; write: also add and remove documents.")
 @click.pass_context
 def grant_add(ctx: click.Context, knowledge_base: str, user: str | None, group: str | None, access: str) -> None:
     """Give a user or a group access to a knowledge base."""
@@ -118,8 +119,8 @@ def grant_add(ctx: click.Context, knowledge_base: str, user: str | None, group: 
 
 @grant_group.command("rm")
 @click.argument("knowledge_base")
-@click.option("--user")
-@click.option("--group")
+@click.option("--user", help="The user (give --user or --group).")
+@click.option("--group", help="The group (give --user or --group).")
 @click.pass_context
 def grant_rm(ctx: click.Context, knowledge_base: str, user: str | None, group: str | None) -> None:
     """Take a grant away."""
@@ -140,7 +141,7 @@ def grant_owner(ctx: click.Context, knowledge_base: str, group: str | None) -> N
 
 @grant_group.command("ls")
 @click.argument("knowledge_base", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def grant_ls(ctx: click.Context, knowledge_base: str | None, as_json: bool) -> None:
     """List grants (of one knowledge base, or all)."""
@@ -161,7 +162,7 @@ def quota_group() -> None:
 
 
 @quota_group.command("set")
-@click.option("--user")
+@click.option("--user", help="A user name.")
 @click.option("--key", help="A key id (bk_...).")
 @click.option("--rpm", type=click.IntRange(min=0), help="Requests per minute.")
 @click.option("--tokens-per-day", type=click.IntRange(min=0), help="Prompt + completion tokens per UTC day.")
@@ -178,8 +179,8 @@ def quota_set(ctx: click.Context, user: str | None, key: str | None, rpm: int | 
 
 
 @quota_group.command("rm")
-@click.option("--user")
-@click.option("--key")
+@click.option("--user", help="A user name.")
+@click.option("--key", help="A key id (bk_...).")
 @click.pass_context
 def quota_rm(ctx: click.Context, user: str | None, key: str | None) -> None:
     """Remove the limits of a user or a key."""
@@ -188,7 +189,7 @@ def quota_rm(ctx: click.Context, user: str | None, key: str | None) -> None:
 
 
 @quota_group.command("ls")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def quota_ls(ctx: click.Context, as_json: bool) -> None:
     """List quotas."""
@@ -205,8 +206,9 @@ def quota_ls(ctx: click.Context, as_json: bool) -> None:
 @click.option("--user", help="Only this user.")
 @click.option("--key", help="Only this key (bk_...).")
 @click.option("--since", default=None, help="From when: 7d (ago), 2026-01-31, ... (default: today, UTC).")
-@click.option("--by", type=click.Choice(["user", "key", "day"]), default="user", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--by", type=click.Choice(["user", "key", "day"]), default="user", show_default=True,
+              help="One row per user, per key or per day.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def usage(ctx: click.Context, user: str | None, key: str | None, since: str | None, by: str, as_json: bool) -> None:
     """Requests and tokens per user, per key or per day."""

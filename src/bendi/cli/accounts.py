@@ -56,7 +56,7 @@ def user_add(ctx: click.Context, name: str, role: str, groups: tuple[str, ...], 
 
 
 @user_group.command("ls")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def user_ls(ctx: click.Context, as_json: bool) -> None:
     """List users."""
@@ -91,7 +91,7 @@ def user_passwd(ctx: click.Context, name: str, password_stdin: bool) -> None:
 
 @user_group.command("set")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["admin", "member"]))
+@click.option("--role", type=click.Choice(["admin", "member"]), help="Change the role.")
 @click.option("--disable/--enable", "disabled", default=None, help="Stop (or allow again) every credential of the user.")
 @click.pass_context
 def user_set(ctx: click.Context, name: str, role: str | None, disabled: bool | None) -> None:
@@ -152,7 +152,7 @@ def group_leave(ctx: click.Context, name: str, users: tuple[str, ...]) -> None:
 
 
 @group_group.command("ls")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def group_ls(ctx: click.Context, as_json: bool) -> None:
     """List groups and their members."""

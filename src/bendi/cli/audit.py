@@ -25,11 +25,14 @@ def _time(ts_us: int) -> str:
 
 @audit_group.command("ls")
 @click.option("--since", help="From when: 1h, 7d (ago), 2026-01-31, ...")
-@click.option("--user")
-@click.option("--kind", type=click.Choice(["chat", "completion", "embedding", "http", "admin", "auth"]))
-@click.option("--status", type=click.Choice(["ok", "error", "cancelled", "refused"]))
-@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--user", help="Only this user's records.")
+@click.option("--kind", type=click.Choice(["chat", "completion", "embedding", "http", "admin", "auth"]),
+              help="Only records of this kind.")
+@click.option("--status", type=click.Choice(["ok", "error", "cancelled", "refused"]),
+              help="Only records with this outcome.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True,
+              help="The newest this many records.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def audit_ls(ctx: click.Context, since: str | None, user: str | None, kind: str | None, status: str | None,
              limit: int, as_json: bool) -> None:
@@ -70,8 +73,9 @@ def audit_head(ctx: click.Context) -> None:
 @audit_group.command("export")
 @click.option("--since", help="From when: 7d (ago), 2026-01-31, ... (default: the beginning).")
 @click.option("--until", help="Up to when (default: now).")
-@click.option("--user")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--user", help="Only this user's records.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="One JSON object per line, or CSV.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here instead of stdout.")
 @click.pass_context
 def audit_export(ctx: click.Context, since: str | None, until: str | None, user: str | None, fmt: str,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from bendi.chats import ChatStore, SavedChat
 from bendi.cli.common import services
 from bendi.core.context import RequestContext
 from bendi.core.generation import GenerationService
@@ -19,9 +21,15 @@ HELP = """Commands:
   /set system <text>        set the system prompt
   /set temperature <value>  also top_p, top_k, min_p, repeat_penalty, seed, max_tokens
   /show                     show the current settings
+  /save <name>              save the conversation (model, system prompt, settings, messages)
+  /load <name>              continue a saved conversation
   /clear                    forget the conversation
   /bye                      leave (Ctrl-D works too)
-Ctrl-C stops the current answer."""
+Start and end a message with \"\"\" to write several lines. Ctrl-C stops the current answer."""
+
+#: what starts and ends a message of several lines (as in Ollama)
+MULTILINE = '"""'
+
 
 _SETTABLE: dict[str, type] = {
     "temperature": float, "top_p": float, "top_k": int, "min_p": float,
@@ -33,15 +41,16 @@ class ChatSession:
     """A conversation with one model: history, settings, and streaming to the terminal."""
 
     def __init__(self, generation: GenerationService, loaded: Loaded, options: dict[str, Any],
-                 system: str | None, hide_thinking: bool, verbose: bool) -> None:
+                 system: str | None, hide_thinking: bool, stats: bool, chats: ChatStore | None = None) -> None:
         self.generation = generation
         self.loaded = loaded
         #: what the user set (command line, /set); the model's defaults fill in the rest
         self.options = {k: v for k, v in options.items() if v is not None}
         self.system = system
         self.hide_thinking = hide_thinking
-        self.verbose = verbose
-        self.history: list[dict[str, str]] = []
+        self.stats = stats
+        self.chats = chats
+        self.history: list[dict[str, Any]] = []
         self.context = RequestContext.local("cli run")
 
     def request(self) -> ChatRequest:
@@ -94,7 +103,11 @@ class ChatSession:
         click.echo("")
         text = "".join(answer)
         self.history.append({"role": "assistant", "content": text})
-        if self.verbose and done is not None:
+        if done is not None and done.finish_reason == "length":
+            click.echo(click.style(
+                f"[stopped at the token limit: {done.usage.completion_tokens} tokens; "
+                "/set max_tokens N allows more]", dim=True), err=True)
+        if self.stats and done is not None:
             tps = done.usage.completion_tokens / done.decode_seconds if done.decode_seconds else 0.0
             click.echo(click.style(
                 f"prompt {done.usage.prompt_tokens} tokens in {done.prompt_seconds:.2f}s, "
@@ -120,9 +133,29 @@ class ChatSession:
             click.echo("options: " + (" ".join(f"{k}={v}" for k, v in shown.items()) or "(defaults)"))
         elif head == "/set" and len(parts) >= 2:
             self._set(parts[1].lower(), parts[2] if len(parts) > 2 else "")
+        elif head in ("/save", "/load") and len(parts) == 2 and self.chats is not None:
+            self._save(parts[1]) if head == "/save" else self._load(parts[1])
+        elif head in ("/save", "/load"):
+            click.echo(f"Usage: {head} <name>")
         else:
             click.echo(f"Unknown command {line!r}. Type /? for help.")
         return True
+
+    def _save(self, name: str) -> None:
+        assert self.chats is not None
+        self.chats.save(SavedChat(name, self.loaded.name, self.system, self.options, self.history))
+        click.echo(f"Saved the conversation as {name} ({len(self.history)} messages).")
+
+    def _load(self, name: str) -> None:
+        assert self.chats is not None
+        chat = self.chats.load(name)
+        self.system, self.history = chat.system, list(chat.messages)
+        self.options = {**self.options, **chat.options}
+        note = "" if chat.model == self.loaded.name else f" (saved with {chat.model}; continuing with {self.loaded.name})"
+        click.echo(f"Loaded {name}: {len(self.history)} messages{note}.")
+        for message in self.history[-2:]:
+            who = ">>> " if message.get("role") == "user" else ""
+            click.echo(click.style(f"{who}{message.get('content', '')}", dim=True))
 
     def _set(self, key: str, value: str) -> None:
         if key == "system":
@@ -140,13 +173,31 @@ class ChatSession:
         click.echo(f"Set {key} to {self.options[key]}.")
 
 
+def read_message(read: Callable[[str], str] = input) -> str:
+    """One message from the terminal: a line, or several between lines that start and end with
+    \"\"\". EOFError and KeyboardInterrupt pass through."""
+    line = read(">>> ")
+    if not line.lstrip().startswith(MULTILINE):
+        return line
+    text = line.lstrip()[len(MULTILINE):]
+    if text.rstrip().endswith(MULTILINE):  # \"\"\"one line\"\"\"
+        return text.rstrip()[:-len(MULTILINE)]
+    lines = [text] if text else []
+    while True:
+        more = read("... ")
+        if more.rstrip().endswith(MULTILINE):
+            lines.append(more.rstrip()[:-len(MULTILINE)])
+            return "\n".join(lines).strip("\n")
+        lines.append(more)
+
+
 def interactive(session: ChatSession) -> None:
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401 - line editing and history for input()
     click.echo(click.style(f"Chatting with {session.loaded.name}. /? for help, /bye to leave.", dim=True))
     while True:
         try:
-            line = input(">>> ")
+            line = read_message()
         except EOFError:
             click.echo("")
             return
@@ -156,11 +207,11 @@ def interactive(session: ChatSession) -> None:
         line = line.strip()
         if not line:
             continue
-        if line.startswith("/"):
-            if not session.command(line):
-                return
-            continue
         try:
+            if line.startswith("/") and "\n" not in line:
+                if not session.command(line):
+                    return
+                continue
             session.ask(line)
         except BendiError as exc:
             click.echo(click.style(f"Error: {exc.message}", fg="red"), err=True)
@@ -169,24 +220,25 @@ def interactive(session: ChatSession) -> None:
 @click.command("run")
 @click.argument("model")
 @click.argument("prompt", required=False)
-@click.option("--system", help="System prompt.")
-@click.option("--temperature", type=float)
-@click.option("--top-p", type=float)
-@click.option("--top-k", type=int)
-@click.option("--min-p", type=float)
-@click.option("--repeat-penalty", type=float)
-@click.option("--seed", type=int)
+@click.option("--system", help="System prompt (default: the model's own, if it has one).")
+@click.option("--temperature", type=float, help="Randomness: 0 always picks the likeliest token.")
+@click.option("--top-p", type=float, help="Sample from the likeliest tokens covering this probability.")
+@click.option("--top-k", type=int, help="Sample from this many likeliest tokens (0: all).")
+@click.option("--min-p", type=float, help="Drop tokens less likely than this fraction of the best one.")
+@click.option("--repeat-penalty", type=float, help="Penalty for repeating recent tokens (1: none).")
+@click.option("--seed", type=int, help="Random seed, for answers that repeat.")
 @click.option("--max-tokens", type=int, help="Stop after this many tokens.")
 @click.option("--ctx", "ctx_len", type=int, help="Context length (tokens); default from the planner.")
 @click.option("--hide-thinking", is_flag=True, help="Do not print the model's reasoning.")
-@click.option("--verbose", is_flag=True, help="Print token counts and speed after each answer.")
+@click.option("--stats", is_flag=True, help="Print token counts and speed after each answer.")
 @click.option("--force", is_flag=True, help="Load even if the planner says it will not fit.")
-@click.option("--interactive", "-i", "interactive_mode", is_flag=True, help="Chat interactively even when stdin is not a terminal.")
+@click.option("--interactive", "-i", "interactive_mode", is_flag=True,
+              help="Chat interactively even when stdin is not a terminal.")
 @click.pass_context
 def run(ctx: click.Context, model: str, prompt: str | None, system: str | None, temperature: float | None,
         top_p: float | None, top_k: int | None, min_p: float | None, repeat_penalty: float | None,
         seed: int | None, max_tokens: int | None, ctx_len: int | None, hide_thinking: bool,
-        verbose: bool, force: bool, interactive_mode: bool) -> None:
+        stats: bool, force: bool, interactive_mode: bool) -> None:
     """Chat with MODEL: answer PROMPT (or stdin) and exit, or start an interactive chat."""
     if ctx_len is not None and ctx_len < 16:
         raise InvalidRequest("--ctx must be at least 16 tokens")
@@ -197,7 +249,8 @@ def run(ctx: click.Context, model: str, prompt: str | None, system: str | None, 
     loaded = generation.load(model, ctx=ctx_len)  # fail here, before the chat starts
     options = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
                "repeat_penalty": repeat_penalty, "seed": seed, "max_tokens": max_tokens}
-    session = ChatSession(generation, loaded, options, system, hide_thinking, verbose)
+    settings = ctx.find_root().obj
+    session = ChatSession(generation, loaded, options, system, hide_thinking, stats, ChatStore(settings.db_path))
     if prompt is not None:
         session.ask(prompt)
         return

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 import time
-from collections.abc import Sequence
+import unicodedata
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
 
 from bendi.config import Settings
+from bendi.errors import InvalidRequest
 from bendi.services import Services
 
 
@@ -33,16 +39,61 @@ def echo_json(data: Any) -> None:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain left-aligned text table."""
     cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
-        lines.append("   ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths, strict=True)).rstrip())
+        lines.append("   ".join(c + " " * (w - display_width(c)) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
 
 
-def _width(text: str) -> int:
-    # CJK characters take two columns in a terminal.
-    return sum(2 if "\u1100" <= ch <= "\uffdc" and not ("\ua000" <= ch <= "\uabff") else 1 for ch in text)
+def display_width(text: str) -> int:
+    """Columns `text` takes in a terminal: wide and fullwidth characters (CJK, fullwidth
+    punctuation such as （）, most emoji) take two, combining marks none."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before destroying something: on a terminal, a yes/no question; without one (piped
+    input, scripts), nothing is destroyed unless -y was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InvalidRequest(f"{question} There is no terminal to ask on; add -y to confirm.")
+    click.confirm(question, abort=True)
+
+
+@contextlib.contextmanager
+def library_messages() -> Iterator[list[str]]:
+    """Collect what libraries log or warn (pypdf's "EOF marker not found", ...) instead of
+    letting it break a progress bar; the caller shows the messages where they belong."""
+    collected: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            collected.append(f"{record.name.split('.')[0]}: {record.getMessage()}")
+
+    root = logging.getLogger()
+    streams = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    collector = _Collect(logging.WARNING)
+    for handler in streams:
+        root.removeHandler(handler)
+    root.addHandler(collector)
+    last_resort, logging.lastResort = logging.lastResort, None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield collected
+        collected.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    finally:
+        logging.lastResort = last_resort
+        root.removeHandler(collector)
+        for handler in streams:
+            root.addHandler(handler)
 
 
 def human_bytes(n: float) -> str:

@@ -77,7 +77,7 @@ _RESOURCE = click.option("--resource", help="Ray resource name of the accelerato
 
 @cluster.command("head")
 @click.option("--address", "node_ip", required=True, help="This machine's address on the cluster network.")
-@click.option("--port", type=int, default=6379, show_default=True)
+@click.option("--port", type=int, default=6379, show_default=True, help="Port of the Ray head (GCS).")
 @_DEVICES
 @_RESOURCE
 def head(node_ip: str, port: int, devices: int | None, resource: str | None) -> None:

@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from bendi.cli.common import echo_json, human_age, human_bytes, services, table
+from bendi.cli.common import (
+    confirm,
+    echo_json,
+    human_age,
+    human_bytes,
+    library_messages,
+    services,
+    table,
+)
 from bendi.core.collect import Collector
 from bendi.core.context import RequestContext
 from bendi.errors import BendiError, InvalidRequest
@@ -36,6 +44,17 @@ def create(ctx: click.Context, name: str, embed: str) -> None:
     click.echo(f"created knowledge base {info['name']} (embeddings: {info['embed']})")
 
 
+@kb_group.command("demo")
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Build the demo knowledge base (sample Chinese and English documents shipped with bendi)."""
+    from bendi.kb.demo import ensure_demo_kb
+
+    with library_messages():
+        name = ensure_demo_kb(services(ctx))
+    click.echo(f"knowledge base {name} is ready: bendi kb ask {name} \"瓦斯浓度达到1.5%时应该怎么办？\"")
+
+
 @kb_group.command("add")
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -53,21 +72,25 @@ def add(ctx: click.Context, name: str, paths: tuple[Path, ...], as_json: bool, n
     if not todo:
         raise InvalidRequest("no supported files found (txt, md, html, pdf, docx, csv, xlsx, jpg, png, tiff)")
     results: list[AddResult] = []
+    notes: list[list[str]] = []  # what libraries said about each file, shown after the progress line
     progress = _Progress(enabled=not as_json)
     for i, (doc_name, path) in enumerate(todo, 1):
         progress.file(i, len(todo), doc_name)
-        result = kb.add_file(name, path, doc_name=doc_name, pages=progress.pages)
+        with library_messages() as messages:
+            result = kb.add_file(name, path, doc_name=doc_name, pages=progress.pages)
         results.append(result)
+        notes.append(list(dict.fromkeys(messages)))
         progress.chunks += result.chunks
         if as_json:
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     progress.done()
     if not as_json:
-        for r in results:
+        for r, said in zip(results, notes, strict=True):
             if r.status == "failed":
-                click.echo(f"  failed     {r.name}: {r.error}", err=True)
+                extra = f" ({'; '.join(said)})" if said else ""
+                click.echo(f"  failed     {r.name}: {r.error}{extra}", err=True)
             elif r.status != "unchanged":
-                extra = f" ({'; '.join(r.warnings)})" if r.warnings else ""
+                extra = f" ({'; '.join([*r.warnings, *said])})" if (r.warnings or said) else ""
                 click.echo(f"  {r.status:<10} {r.name}: {r.chunks} chunks{extra}")
         counts = {s: sum(1 for r in results if r.status == s) for s in ("added", "updated", "unchanged", "failed")}
         click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
@@ -144,7 +167,7 @@ def embed_cmd(ctx: click.Context, name: str) -> None:
 
 @kb_group.command("info")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def info_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     """A knowledge base: documents, chunks, size, embedding model and vector progress."""
@@ -161,7 +184,7 @@ def info_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 @kb_group.command("ls")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def ls(ctx: click.Context, as_json: bool) -> None:
     """Knowledge bases with their document and chunk counts."""
@@ -179,7 +202,7 @@ def ls(ctx: click.Context, as_json: bool) -> None:
 
 @kb_group.command("docs")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def docs(ctx: click.Context, name: str, as_json: bool) -> None:
     """Documents of a knowledge base: chunks, status, and files that failed."""
@@ -218,7 +241,7 @@ def _print_hits(hits: list[Hit]) -> None:
 @click.option("--queries", "queries_file", type=click.File("rb"),
               help='JSON Lines of {"id", "question"} (or one plain question a line); one JSON line out per'
               ' line in, bad lines with their "error"; exit status 1 when any line failed.')
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--all", "include_all", is_flag=True, help="Also show chunks below the relevance threshold, marked.")
 @click.option("-k", "--top-k", type=int, help="Results to return (default: the knowledge base's, 5).")
 @click.option("--lexical-weight", type=float, help="Weight of the lexical (BM25) leg in the fusion.")
@@ -291,8 +314,9 @@ def _batch_query(kb: Any, name: str, n: int, raw: bytes, include_all: bool,
 @click.argument("question")
 @click.option("-m", "--model", default="smollm2:135m", show_default=True, help="Chat model to answer with.")
 @click.option("-k", "--top-k", type=int, help="Sources given to the model (default 5).")
-@click.option("--max-tokens", type=int, default=512, show_default=True)
-@click.option("--temperature", type=float, default=0.2, show_default=True)
+@click.option("--max-tokens", type=int, default=512, show_default=True, help="Longest answer, in tokens.")
+@click.option("--temperature", type=float, default=0.2, show_default=True,
+              help="Randomness of the answer (0: always the likeliest words).")
 @click.option("--hide-thinking", is_flag=True, help="Leave out DeepSeek-R1 style reasoning.")
 @click.option("--json", "as_json", is_flag=True, help="Answer, reasoning, sources and citations as JSON.")
 @click.pass_context
@@ -360,14 +384,13 @@ def rm_doc(ctx: click.Context, name: str, document: str) -> None:
 
 @kb_group.command("rm")
 @click.argument("name")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.pass_context
 def rm(ctx: click.Context, name: str, yes: bool) -> None:
     """Delete a knowledge base and all its documents."""
     kb = services(ctx).kb
     info = kb.info(name)
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"delete {name} with {info['documents']} documents?", abort=True)
+    confirm(f"Delete knowledge base {name} with its {info['documents']} documents?", yes)
     kb.remove(name)
     click.echo(f"deleted knowledge base {name}")
 

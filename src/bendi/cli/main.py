@@ -44,9 +44,21 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bendi.cli import access, accounts, audit, chat, doctor, gpu, kb, models, serve, transfer
+    from bendi.cli import (
+        access,
+        accounts,
+        audit,
+        chat,
+        doctor,
+        gpu,
+        kb,
+        models,
+        remote,
+        serve,
+        transfer,
+    )
 
-    for module in (models, chat, serve, doctor, kb, transfer, accounts, access, audit, gpu):
+    for module in (models, chat, serve, remote, doctor, kb, transfer, accounts, access, audit, gpu):
         module.register(cli)
 
 

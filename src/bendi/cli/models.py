@@ -11,7 +11,7 @@ import httpx
 
 from bendi.cli.common import echo_json, human_age, human_bytes, services, table
 from bendi.config import Settings
-from bendi.errors import InvalidRequest
+from bendi.errors import InvalidRequest, ModelNotFound
 from bendi.store import ModelRecord
 
 
@@ -177,6 +177,7 @@ def create(ctx: click.Context, name: str, source: str, quantize: str | None, all
     bendi create smollm2:135m-hf --from smollm2:135m --format safetensors
     """
     svc = services(ctx)
+    replaced = _existing(svc.store, name)
     if model_format == "safetensors":
         click.echo(f"converting {source} to safetensors with transformers (a minute or more) ...")
     if quantize:
@@ -193,6 +194,17 @@ def create(ctx: click.Context, name: str, source: str, quantize: str | None, all
                               model_format=model_format, engine=engine)
     click.echo(f"created {record.name} from {source}: {record.details.get('quantization_level')}, "
                f"{human_bytes(record.size)}")
+    if replaced is not None:
+        click.echo(f"replaced the previous {replaced.name} ({replaced.digest.split(':')[-1][:12]}); "
+                   "its file stays while another name uses it")
+
+
+def _existing(store: Any, name: str) -> ModelRecord | None:
+    try:
+        record: ModelRecord = store.get(name)
+    except ModelNotFound:
+        return None
+    return record
 
 
 @click.command("rm")

@@ -6,7 +6,15 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from bendi.errors import EngineError
-from bendi.runtime.types import Done, Event, ReasoningDelta, TextDelta, TokenLogprob, ToolCall
+from bendi.runtime.types import (
+    Done,
+    Event,
+    PromptLogprobs,
+    ReasoningDelta,
+    TextDelta,
+    TokenLogprob,
+    ToolCall,
+)
 
 
 @dataclass
@@ -18,6 +26,8 @@ class Collected:
     done: Done
     logprobs: list[TokenLogprob] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: the prompt's scores, when the request asked for them
+    prompt: PromptLogprobs | None = None
 
 
 class Collector:
@@ -29,6 +39,7 @@ class Collector:
         self.logprobs: list[TokenLogprob] = []
         self.tool_calls: list[ToolCall] = []
         self.done: Done | None = None
+        self.prompt: PromptLogprobs | None = None
 
     def add(self, event: Event) -> None:
         if isinstance(event, TextDelta):
@@ -39,6 +50,8 @@ class Collector:
             self._reasoning.append(event.text)
         elif isinstance(event, ToolCall):
             self.tool_calls.append(event)
+        elif isinstance(event, PromptLogprobs):
+            self.prompt = event
         elif isinstance(event, Done):
             self.done = event
 
@@ -49,7 +62,8 @@ class Collector:
     def result(self) -> Collected:
         if self.done is None:
             raise EngineError("the engine ended the request without a result")
-        return Collected(self.text, "".join(self._reasoning), self.done, self.logprobs, self.tool_calls)
+        return Collected(self.text, "".join(self._reasoning), self.done, self.logprobs, self.tool_calls,
+                         self.prompt)
 
 
 def collect(events: Iterable[Event]) -> Collected:

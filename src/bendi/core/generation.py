@@ -12,7 +12,7 @@ from typing import Any
 from bendi.core.context import RequestContext
 from bendi.core.embeddings import Embedded, EmbeddingService
 from bendi.core.observe import Kind, Observers, Tracker
-from bendi.errors import EngineError, ModelNotFound
+from bendi.errors import EngineError, InvalidRequest, ModelNotFound
 from bendi.kb.answering import Retrieved, answer_request
 from bendi.kb.retrieval import Hit
 from bendi.kb.service import KnowledgeBaseService
@@ -61,6 +61,14 @@ class BlockingRun(RunInfo):
     events: Iterator[Event]
 
 
+def _default_limit(parameters: dict[str, Any], fallback: int) -> int:
+    for key in ("max_tokens", "num_predict"):
+        value = parameters.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return fallback
+
+
 def knowledge_base_of(model: str) -> str | None:
     """`docs` for the model name `kb:docs`, else None."""
     return model[len(KB_PREFIX):] if model.startswith(KB_PREFIX) else None
@@ -93,8 +101,13 @@ class GenerationService:
     """The one path from an entry point to an engine and back."""
 
     def __init__(self, store: ModelStore, models: ModelManager, kb: KnowledgeBaseService,
-                 embeddings: EmbeddingService, observers: Observers) -> None:
+                 embeddings: EmbeddingService, observers: Observers, *, default_model: str | None = None,
+                 max_tokens: int = 2048) -> None:
         self.store = store
+        #: the model for requests that name none (bendi serve --model)
+        self.default_model = default_model
+        #: the generation limit when neither the request nor the model's parameters set one
+        self.max_tokens = max_tokens
         self.models = models
         self.kb = kb
         self.embeddings = embeddings
@@ -102,10 +115,23 @@ class GenerationService:
 
     # -- names and defaults --------------------------------------------------------------------
 
+    def model_or_default(self, model: str | None) -> str:
+        """The model a request names, or the default (bendi serve --model) when it names none."""
+        if model:
+            return model
+        if self.default_model:
+            return self.default_model
+        raise InvalidRequest("model: Field required (or start the server with --model NAME to serve "
+                             "requests that name none)", param="model")
+
     def apply_defaults(self, record: ModelRecord, request: ChatRequest) -> None:
-        """The model's defaults under what the request set: sampling parameters and the default
-        system prompt (when the messages bring none). The one place they are merged."""
+        """The model's defaults under what the request set: sampling parameters, the default
+        system prompt (when the messages bring none) and the generation limit (a request without
+        one gets the model's `max_tokens` parameter, else the server's). The one place they are
+        merged."""
         request.model = str(record.name)
+        if request.max_tokens is None:
+            request.max_tokens = _default_limit(record.parameters, self.max_tokens)
         values = dict(record.parameters)
         values.update({k: v for k, v in request.options.items() if v is not None})
         request.sampling = SamplingParams.from_mapping(values)
@@ -127,7 +153,7 @@ class GenerationService:
         """Admit, load the model, and start generating. Errors before the first event (unknown
         model, refused, prompt too long, queue full) raise here, so the caller can still answer
         with a proper status code; later ones end the event stream."""
-        record = await asyncio.to_thread(self.store.get, request.model)
+        record = await asyncio.to_thread(self.store.get, self.model_or_default(request.model))
         self.apply_defaults(record, request)
         tracker = Tracker(self.observers, context, _kind(request), request.model,
                           prompt=request.messages if request.prompt is None else request.prompt)
@@ -136,7 +162,7 @@ class GenerationService:
     def generate(self, request: ChatRequest, context: RequestContext, *,
                  keep_alive: float | None = None) -> BlockingRun:
         """`start` for blocking callers (the CLI)."""
-        record = self.store.get(request.model)
+        record = self.store.get(self.model_or_default(request.model))
         self.apply_defaults(record, request)
         tracker = Tracker(self.observers, context, _kind(request), request.model,
                           prompt=request.messages if request.prompt is None else request.prompt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,20 +25,31 @@ from bendi.errors import NotAvailableOffline
 
 #: the default embedding model of new knowledge bases (bundled, reads Chinese)
 BUNDLED_EMBED = "multilingual-e5-small"
-E5_ALIASES = frozenset({"multilingual-e5-small", "e5-small", "e5"})
 #: the English-only model of the first version; knowledge bases created with it keep it
 MINILM_EMBED = "all-minilm"
-MINILM_ALIASES = frozenset({"all-minilm", "all-minilm:l6-v2", "all-minilm-l6-v2", "all-MiniLM-L6-v2"})
-BUNDLED_ALIASES = E5_ALIASES | MINILM_ALIASES
+
+
+def _bundled_table() -> dict[str, list[str]]:
+    """Bundled embedder -> every name it answers to (its own first), from embedder_names.json:
+    its own name, its short names, and the names clients send by default for the same model."""
+    from importlib import resources
+
+    table = json.loads(resources.files("bendi.kb").joinpath("embedder_names.json").read_text("utf-8"))
+    return {name: [name, *aliases] for name, aliases in table.items() if not name.startswith("_")}
+
+
+#: bundled embedder -> its names, as written (for listings)
+BUNDLED_LISTING = _bundled_table()
+#: name (lower case) -> bundled embedder
+_BUNDLED_NAMES = {n.lower(): embedder for embedder, names in BUNDLED_LISTING.items() for n in names}
+#: every name of a bundled embedder, as written and in lower case
+BUNDLED_ALIASES = frozenset(_BUNDLED_NAMES) | {n for names in BUNDLED_LISTING.values() for n in names}
 
 
 def bundled_name(embed: str) -> str | None:
-    """The canonical name of a bundled embedding model, None for anything else (a store model)."""
-    if embed in E5_ALIASES:
-        return BUNDLED_EMBED
-    if embed in MINILM_ALIASES:
-        return MINILM_EMBED
-    return None
+    """The canonical name of a bundled embedding model (`embed` is its name or an alias, in any
+    case), None for anything else (a store model)."""
+    return _BUNDLED_NAMES.get(embed.strip().lower())
 
 
 class Embedder(Protocol):

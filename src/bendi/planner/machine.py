@@ -93,6 +93,10 @@ def parse_gpus(text: str) -> list[Gpu]:
         if spec in GPU_MEMORY:
             name, memory, bw = spec.upper(), GPU_MEMORY[spec], gpu_bandwidth(spec)
         else:
+            if not re.fullmatch(r"[\d.]+\s*([kmgt]i?b?)?", spec):
+                known = ", ".join(sorted(k.upper() for k in GPU_MEMORY))
+                raise InvalidRequest(f"unknown GPU {m.group(2)!r} in {part.strip()!r}; known: {known}; "
+                                     "or give the memory, like 8x80GB")
             memory = parse_size(spec)
             typical = _TYPICAL_GPU.get(round(memory / GB))
             name = f"{round(memory / GB)} GB GPU"

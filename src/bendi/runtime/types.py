@@ -57,6 +57,13 @@ class ChatRequest:
     use_default_system: bool = True
     #: context length wanted for this request's model (Ollama num_ctx); None: model default
     num_ctx: int | None = None
+    #: score the prompt's own tokens (completions with `echo` and `logprobs`): a PromptLogprobs
+    #: event comes before the answer, and the prompt is computed in full (no cached prefix)
+    prompt_logprobs: bool = False
+    #: token ids put before the prompt's (Ollama's `context`: an earlier exchange, continued)
+    context: list[int] | None = None
+    #: report the ids of the prompt's and the answer's tokens in `Done.context` (Ollama `context`)
+    return_context: bool = False
     #: sampling values the caller set (None: not set); the generation service lays them over the
     #: model's default parameters into `sampling` (engines read only `sampling`)
     options: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +96,16 @@ class TextDelta:
 
 
 @dataclass
+class PromptLogprobs:
+    """How likely the model found each token of the prompt (ChatRequest.prompt_logprobs), sent
+    before any answer text. Nothing predicts the first token, so it comes as text only."""
+
+    first: str
+    #: one entry per prompt token after the first
+    rest: list[TokenLogprob]
+
+
+@dataclass
 class ReasoningDelta:
     text: str
 
@@ -112,6 +129,8 @@ class Done:
     prompt_seconds: float = 0.0
     decode_seconds: float = 0.0
     total_seconds: float = 0.0
+    #: the prompt's and the answer's token ids, when the request set `return_context`
+    context: list[int] | None = None
 
 
-Event = TextDelta | ReasoningDelta | ToolCall | Done
+Event = TextDelta | ReasoningDelta | ToolCall | PromptLogprobs | Done

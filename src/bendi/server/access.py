@@ -70,6 +70,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # OpenAI dialect
     ("POST", "/v1/chat/completions"): CHAT,
     ("POST", "/v1/completions"): CHAT,
+    ("POST", "/v1/responses"): CHAT,
     ("POST", "/v1/embeddings"): EMBEDDINGS,
     ("GET", "/v1/models"): ANY,
     ("GET", "/v1/models/{model:path}"): ANY,

@@ -14,11 +14,13 @@ from bendi import __version__
 from bendi.config import Settings
 from bendi.conversations import ConversationStore
 from bendi.server.access import AccessGuard
+from bendi.server.access_log import AccessLog, AccessLogObserver
 from bendi.server.admin_routes import router as admin_router
 from bendi.server.console_routes import Assets
 from bendi.server.console_routes import router as console_router
 from bendi.server.conversation_routes import router as conversation_router
 from bendi.server.crosssite import CrossSiteGuard, SiteRules
+from bendi.server.cors import install_cors
 from bendi.server.errors import install_error_handlers
 from bendi.server.kb_routes import router as kb_router
 from bendi.server.metrics import CountResponses, Metrics
@@ -61,6 +63,7 @@ def create_app(settings: Settings, services: Services | None = None,
     svc = services or Services.build(settings)
     metrics = Metrics(lambda: svc.models)
     svc.generation.observers.add(metrics)
+    svc.generation.observers.add(AccessLogObserver())
     app.state.services = svc
     app.state.metrics = metrics
     install_error_handlers(app)
@@ -91,8 +94,11 @@ def create_app(settings: Settings, services: Services | None = None,
     app.add_middleware(Guard, max_body=settings.max_request_bytes)
     app.state.loopback = is_loopback(settings.host)
     app.add_middleware(AccessGuard, auth=svc.auth, loopback=app.state.loopback)
+    # outside the access check: a browser's preflight carries no credentials
+    install_cors(app, settings.cors_origins)
     app.add_middleware(CrossSiteGuard, rules=SiteRules.from_settings(settings))
     app.add_middleware(CountResponses, counter=metrics.requests)
+    app.add_middleware(AccessLog)  # outermost: refused requests are logged too
     install_openapi(app)
     return app
 

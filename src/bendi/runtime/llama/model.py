@@ -36,6 +36,8 @@ from bendi.runtime.reasoning import ReasoningSplitter, prompt_opens_think
 from bendi.runtime.stops import StopMatcher
 from bendi.runtime.template import ChatTemplate, flatten_content
 from bendi.runtime.threads import ThreadTuner
+from bendi.runtime.tools import ModelTools
+from bendi.runtime.tools.constrain import special_ids
 from bendi.runtime.types import ChatRequest, Done, Event
 
 
@@ -43,7 +45,7 @@ class LlamaModel:
     """A GGUF model loaded into llama.cpp, serving many concurrent requests."""
 
     engine_name = "llama.cpp"
-    capabilities = Capabilities(embeddings=True, grammar=True, logprobs=True, tool_calls=False)
+    capabilities = Capabilities(embeddings=True, grammar=True, logprobs=True, tool_calls=True)
 
     def __init__(self, path: str | Path, options: LoadOptions | None = None, name: str = "") -> None:
         init_backend()
@@ -100,6 +102,10 @@ class LlamaModel:
             else None
         )
         self._users = _Users(self.name)
+        self.tools = ModelTools(self.template)
+        self._tool_tokens: dict[tuple[str, ...], frozenset[int]] = {}
+        self._closed = False
+        self._close_lock = threading.Lock()
         self._scheduler = Scheduler(
             name=self.name, ctx=ctx, vocab=self.vocab, slots=self.slots, n_batch=self.n_batch,
             queue_size=opts.queue_size, prompt_cache=opts.prompt_cache,
@@ -133,10 +139,28 @@ class LlamaModel:
             msg = dict(m)
             msg["content"] = flatten_content(msg.get("content"))
             messages.append(msg)
-        return self.template.render(messages, tools=request.tools)
+        return self.tools.render(messages, request.tools, request.tool_choice)
+
+    def _special_ids(self, texts: tuple[str, ...]) -> frozenset[int]:
+        ids = self._tool_tokens.get(texts)
+        if ids is None:
+            ids = self._tool_tokens[texts] = special_ids(
+                lambda t: self.tokenize(t, parse_special=True), texts)
+        return ids
 
     def prompt_tokens(self, prompt: str) -> list[int]:
         return self.vocab.prompt_tokens(prompt)
+
+    def _context_tokens(self, context: list[int]) -> list[int]:
+        """An earlier exchange's token ids (Ollama's `context`), checked: an id outside the
+        vocabulary would make llama.cpp read out of bounds."""
+        n = self.vocab.n_tokens
+        bad = next((t for t in context if not isinstance(t, int) or not 0 <= t < n), None)
+        if bad is not None:
+            raise InvalidRequest(f"context holds {bad!r}, which is not a token id of this model "
+                                 f"(0-{n - 1}); send back the context an earlier answer returned",
+                                 param="context")
+        return list(context)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -149,6 +173,8 @@ class LlamaModel:
     def _submit(self, request: ChatRequest, sink: Callable[[Event | BaseException], None]) -> Stream:
         prompt = self.render_prompt(request)
         tokens = self.prompt_tokens(prompt)
+        if request.context:
+            tokens = self._context_tokens(request.context) + tokens
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="messages")
         if len(tokens) >= self.n_ctx_seq:
@@ -164,15 +190,20 @@ class LlamaModel:
         stream = Stream(sink)
         think_open = request.prompt is None and prompt_opens_think(prompt)
         splitter = ReasoningSplitter(in_reasoning=think_open) if request.prompt is None else None
+        tools = (self.tools.session(request.tools, request.tool_choice, think_open=think_open)
+                 if request.prompt is None else None)
         seq = Sequence(
             request=request,
             stream=stream,
             tokens=tokens,
             max_tokens=max_tokens,
-            sampler=make_sampler(self.vocab, request, tokens, self.n_ctx_seq),
+            sampler=make_sampler(self.vocab, request, tokens, self.n_ctx_seq,
+                                 tools.grammar if tools else None),
             splitter=splitter,
             stops=StopMatcher(list(request.stop)),
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            tools=tools,
+            tool_tokens=self._special_ids(tools.preserved) if tools else frozenset(),
         )
         self._scheduler.enqueue(seq)
         return stream

@@ -43,16 +43,20 @@ def check_sampling(s: SamplingParams) -> None:
         raise InvalidRequest("repeat_penalty must be greater than 0 (1 turns it off)", param="repeat_penalty")
 
 
-def make_sampler(vocab: Vocab, request: ChatRequest, prompt: list[int], n_ctx_seq: int) -> Any:
-    """The sampler chain for one request: grammar, penalties (primed with the prompt), then greedy
-    or top-k/top-p/min-p/temperature with the request's seed. Free it with `free_sampler`."""
+def make_sampler(vocab: Vocab, request: ChatRequest, prompt: list[int], n_ctx_seq: int,
+                 grammar: str | None = None, primed: Any = None) -> Any:
+    """The sampler chain for one request: grammar (`grammar`, else the response format's; or a
+    grammar sampler already `primed`), penalties (primed with the prompt), then greedy or
+    top-k/top-p/min-p/temperature with the request's seed. Free it with `free_sampler`."""
     s = request.sampling
     check_sampling(s)
-    grammar = grammar_for_response_format(request.response_format)
+    grammar = grammar or grammar_for_response_format(request.response_format)
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = llama_cpp.llama_sampler_chain_add
     try:
-        if grammar is not None:
+        if primed is not None:
+            add(chain, primed)
+        elif grammar is not None:
             g = llama_cpp.llama_sampler_init_grammar(vocab.ptr, grammar.encode(), b"root")
             if not g:
                 raise InvalidRequest("the response format could not be turned into a grammar",

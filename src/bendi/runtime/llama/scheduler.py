@@ -19,22 +19,30 @@ from typing import Any
 import llama_cpp
 
 from bendi.errors import BendiError, EngineError, ServerBusy
-from bendi.runtime.llama.sampling import free_sampler, sample, token_logprobs
+from bendi.runtime.llama.sampling import free_sampler, make_sampler, sample, token_logprobs
 from bendi.runtime.llama.vocab import Vocab
 from bendi.runtime.reasoning import CONTENT, ReasoningSplitter
+from bendi.runtime.repetition import RepetitionGuard
 from bendi.runtime.stops import StopMatcher
 from bendi.runtime.threads import ThreadTuner
+from bendi.runtime.tools import GrammarSwitch, ParsedCall, ToolSession
+from bendi.runtime.tools.constrain import grammar_sampler, prime
 from bendi.runtime.types import (
     ChatRequest,
     Done,
     Event,
+    PromptLogprobs,
     ReasoningDelta,
     TextDelta,
     TokenLogprob,
+    ToolCall,
     Usage,
 )
 
 log = logging.getLogger(__name__)
+
+#: prompt tokens per step for a request that scores its prompt (one row of logits each)
+PROMPT_SCORE_CHUNK = 64
 
 
 class Stream:
@@ -71,6 +79,17 @@ class Sequence:
     t_start: float = 0.0
     t_first: float = 0.0
     t_prefill_done: float = 0.0
+    #: the request's tool calling (None: no tools offered)
+    tools: ToolSession | None = None
+    #: ids of special tokens whose text the tool-call parser must see
+    tool_tokens: frozenset[int] = frozenset()
+    repeats: RepetitionGuard = field(default_factory=RepetitionGuard)
+    #: scores of the prompt's tokens so far (request.prompt_logprobs), and the (batch index,
+    #: position) of each prompt token of the current step whose logits score the next one
+    prompt_scores: list[TokenLogprob] = field(default_factory=list)
+    prompt_at: list[tuple[int, int]] = field(default_factory=list)
+    #: the answer's token ids (request.return_context)
+    output: list[int] = field(default_factory=list)
 
     @property
     def prefilling(self) -> bool:
@@ -214,6 +233,8 @@ class Scheduler:
         best_len = -score(best)[0]
         self._free_slots.remove(best)
         reuse = min(best_len, len(seq.tokens) - 1)  # the last prompt token must be decoded for logits
+        if seq.request.prompt_logprobs:
+            reuse = 0  # every prompt token is scored, so every one is computed
         if reuse < len(self._slot_tokens[best]) and not llama_cpp.llama_memory_seq_rm(
             self._mem, best, reuse, -1
         ):
@@ -252,6 +273,9 @@ class Scheduler:
         for seq in self._running:
             if seq.prefilling and budget > 0:
                 take = min(len(seq.tokens) - seq.prefilled, budget)
+                if seq.request.prompt_logprobs:
+                    # each scored token needs a row of logits: bound the step's logits buffer
+                    take = min(take, PROMPT_SCORE_CHUNK)
                 parts.append((seq, seq.tokens[seq.prefilled : seq.prefilled + take], seq.prefilled, False))
                 budget -= take
         # In slot order: with one KV stream per slot, llama.cpp computes a batch as one graph per
@@ -261,11 +285,14 @@ class Scheduler:
         parts.sort(key=lambda part: part[0].slot)
         n = 0
         for seq, tokens, pos, decode in parts:
+            scored = not decode and seq.request.prompt_logprobs
             for i, token in enumerate(tokens):
-                logits = decode or pos + i == len(seq.tokens) - 1
-                self._batch_add(n, token, pos + i, seq.slot, logits)
-                if logits:
+                last = decode or pos + i == len(seq.tokens) - 1
+                self._batch_add(n, token, pos + i, seq.slot, last or scored)
+                if last:
                     seq.batch_index = n
+                elif scored:
+                    seq.prompt_at.append((n, pos + i))
                 n += 1
             self._slot_tokens[seq.slot].extend(tokens)
             if decode:
@@ -291,10 +318,19 @@ class Scheduler:
             raise EngineError(f"llama_decode returned {rc}")
         now = time.perf_counter()
         for seq in list(self._running):
+            if seq.prompt_at:
+                self._score_prompt(seq)
             if seq.batch_index < 0:
                 continue
             if seq.generated == 0:
                 seq.t_prefill_done = now
+                if seq.request.prompt_logprobs:
+                    seq.stream._sink(PromptLogprobs(
+                        self._vocab.token_bytes(seq.tokens[0]).decode("utf-8", "replace"),
+                        seq.prompt_scores))
+                if seq.max_tokens <= 0:  # the prompt only (scored, or a cache warm-up)
+                    self._finish(seq, "length")
+                    continue
             token = sample(seq.sampler, self._ctx, seq.batch_index)
             logprobs = (
                 token_logprobs(self._ctx, seq.batch_index, self._vocab, token, seq.request.logprobs)
@@ -302,6 +338,13 @@ class Scheduler:
                 else None
             )
             self._accept(seq, token, logprobs)
+
+    def _score_prompt(self, seq: Sequence) -> None:
+        """Score each prompt token by the logits of the one before it."""
+        k = seq.request.logprobs or 0
+        for index, pos in seq.prompt_at:
+            seq.prompt_scores += token_logprobs(self._ctx, index, self._vocab, seq.tokens[pos + 1], k)
+        seq.prompt_at.clear()
 
     def _batch_add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self._batch
@@ -318,9 +361,17 @@ class Scheduler:
             self._finish(seq, "stop")
             return
         seq.last_token = token
-        text = seq.decoder.decode(self._vocab.token_bytes(token))
+        if seq.request.return_context:
+            seq.output.append(token)
+        text = seq.decoder.decode(self._vocab.token_bytes(token, token in seq.tool_tokens))
         self._emit(seq, seq.stops.feed(text), logprobs)
-        if seq.stops.stopped:
+        if seq.tools is not None and (switch := seq.tools.after_token(text)) is not None:
+            self._switch_grammar(seq, switch)
+        if seq.stops.stopped or (seq.tools is not None and seq.tools.over):
+            self._finish(seq, "stop")
+        elif seq.repeats.feed(token):
+            log.info("%s: stopped a generation repeating itself (a %d-token block over %d tokens)",
+                     self.name, *(seq.repeats.found or (0, 0)))
             self._finish(seq, "stop")
         elif seq.generated >= seq.max_tokens:
             self._finish(seq, "length")
@@ -338,10 +389,33 @@ class Scheduler:
         sent_logprobs = False
         for kind, piece in parts:
             if kind == CONTENT:
-                sink(TextDelta(piece, None if sent_logprobs else logprobs))
+                self._content(seq, piece, None if sent_logprobs else logprobs)
                 sent_logprobs = True
             elif seq.request.think is not False:
                 sink(ReasoningDelta(piece))
+
+    def _content(self, seq: Sequence, text: str, logprobs: list[TokenLogprob] | None) -> None:
+        """Answer text to the client, through the tool-call parser when tools are offered."""
+        sink = seq.stream._sink
+        if seq.tools is None:
+            sink(TextDelta(text, logprobs))
+            return
+        for piece in seq.tools.feed(text):
+            sink(_tool_event(piece) if isinstance(piece, ParsedCall) else TextDelta(piece, logprobs))
+
+    def _switch_grammar(self, seq: Sequence, switch: GrammarSwitch) -> None:
+        """Constrain the rest of `seq` with the tool-call grammar, primed with the call so far."""
+        g = grammar_sampler(self._vocab.ptr, switch.grammar)
+        if g is None:
+            log.warning("the tool-call grammar did not parse; the call is not constrained")
+            return
+        if not prime(g, self._vocab.tokenize(switch.prime, parse_special=True)):
+            free_sampler(g)
+            log.debug("the model opened a call the grammar cannot continue: %r", switch.prime)
+            return
+        old, seq.sampler = seq.sampler, make_sampler(self._vocab, seq.request, seq.tokens,
+                                                     len(seq.tokens) + seq.max_tokens, primed=g)
+        free_sampler(old)
 
     def _finish(self, seq: Sequence, reason: str, error: BendiError | None = None) -> None:
         if seq in self._running:
@@ -363,12 +437,17 @@ class Scheduler:
             if seq.splitter is not None:
                 for kind, piece in seq.splitter.flush():
                     if kind == CONTENT:
-                        sink(TextDelta(piece))
+                        self._content(seq, piece, None)
                     elif seq.request.think is not False:
                         sink(ReasoningDelta(piece))
+            if seq.tools is not None:
+                for rest in seq.tools.flush():
+                    sink(_tool_event(rest) if isinstance(rest, ParsedCall) else TextDelta(rest))
         end = time.perf_counter()
         prefill_end = seq.t_prefill_done or end
         completion = seq.generated - (1 if reason == "stop" and not seq.stops.stopped else 0)
+        if seq.tools is not None:
+            reason = seq.tools.finish_reason(reason)
         sink(
             Done(
                 finish_reason=reason,  # type: ignore[arg-type]
@@ -377,5 +456,10 @@ class Scheduler:
                 prompt_seconds=prefill_end - (seq.t_start or seq.t_submit),
                 decode_seconds=end - prefill_end,
                 total_seconds=end - seq.t_submit,
+                context=seq.tokens + seq.output if seq.request.return_context else None,
             )
         )
+
+
+def _tool_event(call: ParsedCall) -> ToolCall:
+    return ToolCall(call.id, call.name, call.arguments, call.index)

@@ -57,7 +57,7 @@ class Message(_Base):
 
 
 class _Generation(_Base):
-    model: str
+    model: str = ""  # "": the server's default model
     stream: bool = True
     format: str | dict[str, Any] | None = None
     options: Options = Options()

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from bendi import __version__
 from bendi.core.collect import acollect
+from bendi.core.generation import DEFAULT_ANSWER_MODEL, knowledge_base_of
 from bendi.errors import InvalidRequest, UnsupportedParameter
 from bendi.runtime.manager import parse_keep_alive
-from bendi.server.access import usable
+from bendi.server.access import usable, visible
 from bendi.server.body import GENERATION_ERRORS, documented, parse_body
 from bendi.server.http import NDJSON_MEDIA, caller, ndjson, ndjson_response, services
 from bendi.server.ollama import protocol as p
@@ -32,11 +33,19 @@ def _keep_alive(request: Request, value: Any) -> float:
 @router.post("/chat", **documented(p.ChatRequest, errors=GENERATION_ERRORS))
 async def chat(request: Request) -> Any:
     body = await parse_body(request, p.ChatRequest)
+    generation = services(request).generation
+    body.model = generation.model_or_default(body.model)
     keep_alive = _keep_alive(request, body.keep_alive)
-    if not body.messages:  # Ollama: an empty chat loads (or with keep_alive 0 unloads) the model
+    kb_name = knowledge_base_of(body.model)
+    if kb_name is not None and body.messages:  # a "kb:<name>" model from /api/tags
+        chat = serving.to_chat_request(body)
+        run = await generation.ask(kb_name, caller(request), messages=chat.messages, model=DEFAULT_ANSWER_MODEL,
+                                   options=chat.options, max_tokens=chat.max_tokens, think=chat.think)
+        run.model = body.model
+    elif not body.messages:  # Ollama: an empty chat loads (or with keep_alive 0 unloads) the model
         return await _load_or_unload(request, body.model, keep_alive, body.options.num_ctx, chat=True)
-    run = await services(request).generation.start(serving.to_chat_request(body), caller(request),
-                                                   keep_alive=keep_alive)
+    else:
+        run = await generation.start(serving.to_chat_request(body), caller(request), keep_alive=keep_alive)
     if body.stream:
         return ndjson_response(serving.stream(run, chat=True), serving.error_event)
     return JSONResponse(serving.chat_response(run, await acollect(run.events)))
@@ -45,6 +54,7 @@ async def chat(request: Request) -> Any:
 @router.post("/generate", **documented(p.GenerateRequest, errors=GENERATION_ERRORS))
 async def generate(request: Request) -> Any:
     body = await parse_body(request, p.GenerateRequest)
+    body.model = services(request).generation.model_or_default(body.model)
     keep_alive = _keep_alive(request, body.keep_alive)
     if not body.prompt:
         return await _load_or_unload(request, body.model, keep_alive, body.options.num_ctx, chat=False)
@@ -93,9 +103,15 @@ async def embeddings(request: Request) -> Any:
 
 @router.get("/tags")
 async def tags(request: Request) -> Any:
-    records = services(request).store.list()
+    """Installed models, then each knowledge base as a `kb:<name>` model (Open WebUI and other
+    pickers list what this answers); only what the caller may use."""
+    svc = services(request)
+    records = svc.store.list()
     allowed = set(usable(request.scope, [str(r.name) for r in records]))
-    return {"models": [serving.tag_entry(r) for r in records if str(r.name) in allowed]}
+    kbs = await asyncio.to_thread(svc.kb.list_all)
+    readable = set(visible(request.scope, [kb["name"] for kb in kbs]))
+    return {"models": [serving.tag_entry(r) for r in records if str(r.name) in allowed]
+            + [serving.kb_tag_entry(kb) for kb in kbs if kb["name"] in readable]}
 
 
 @router.post("/show", **documented(p.ModelRequest, errors=(404, 422)))
@@ -103,13 +119,13 @@ async def show(request: Request) -> Any:
     body = await parse_body(request, p.ModelRequest)
     record = services(request).store.get(body.target())
     facts = record.facts()
-    params = "\n".join(f"{k} {v}" for k, v in facts["parameters"].items())
+    params = "\n".join(f"{k:<16}{v}" for k, v in facts["parameters"].items())
     capabilities = ["completion"]
     if facts["chat_template"] and "<think>" in facts["chat_template"]:
         capabilities.append("thinking")
     return {
         "license": facts["license"] or "",
-        "modelfile": f"FROM {facts['path']}\n",
+        "modelfile": serving.modelfile(record.name, facts),
         "parameters": params,
         "template": facts["chat_template"] or "",
         "system": facts["system"] or "",
@@ -126,7 +142,7 @@ async def ps(request: Request) -> Any:
     for item in services(request).models.loaded():
         entry = serving.tag_entry(item.record)
         entry.update({"expires_at": serving.expires_iso(item.expires_at), "size_vram": 0,
-                      "context_length": item.ctx})
+                      "context_length": item.ctx, "size": serving.memory_in_use(item)})
         entry.pop("modified_at", None)
         models.append(entry)
     return {"models": models}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,7 +12,7 @@ from typing import Any
 from bendi.core.collect import Collected
 from bendi.core.generation import Run, RunInfo
 from bendi.errors import BendiError, InvalidRequest, UnsupportedParameter
-from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta
+from bendi.runtime.types import ChatRequest, Done, ReasoningDelta, TextDelta, ToolCall
 from bendi.server.errors import ollama_error_body
 from bendi.server.http import ndjson
 from bendi.server.ollama import protocol as p
@@ -58,6 +60,9 @@ def to_chat_request(body: p.ChatRequest) -> ChatRequest:
         msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
         if m.tool_calls:
             msg["tool_calls"] = m.tool_calls
+        name = (m.model_extra or {}).get("tool_name") or (m.model_extra or {}).get("name")
+        if m.role == "tool" and isinstance(name, str):
+            msg["name"] = name
         messages.append(msg)
     if not messages:
         raise InvalidRequest("messages must not be empty", param="messages")
@@ -70,6 +75,8 @@ def to_chat_request(body: p.ChatRequest) -> ChatRequest:
         response_format=response_format(body.format),
         think=_think(body.think),
         tools=body.tools,
+        # not in Ollama's API: a bendi extension, so Ollama clients can force a call too
+        tool_choice=(body.model_extra or {}).get("tool_choice"),
         num_ctx=body.options.num_ctx,
     )
 
@@ -82,9 +89,6 @@ def to_generate_request(body: p.GenerateRequest) -> ChatRequest:
     if body.template:
         raise UnsupportedParameter(
             "a per-request template is not supported; import the model with --template", param="template")
-    if body.context:
-        raise UnsupportedParameter("context is not supported; use /api/chat for conversations",
-                                   param="context")
     common: dict[str, Any] = {
         "model": body.model,
         "options": body.options.sampling_overrides(),
@@ -93,6 +97,9 @@ def to_generate_request(body: p.GenerateRequest) -> ChatRequest:
         "response_format": response_format(body.format),
         "think": _think(body.think),
         "num_ctx": body.options.num_ctx,
+        # an earlier answer's `context` continues that exchange; a templated answer returns its own
+        "context": body.context or None,
+        "return_context": not body.raw,
     }
     if body.raw:
         return ChatRequest(prompt=body.prompt, **common)
@@ -103,8 +110,10 @@ def to_generate_request(body: p.GenerateRequest) -> ChatRequest:
 
 
 def _stats(run: RunInfo, done: Done) -> dict[str, Any]:
+    context = {"context": done.context} if done.context is not None else {}
     return {
-        "done_reason": "stop" if done.finish_reason in ("stop", "cancelled") else done.finish_reason,
+        **context,
+        "done_reason": "stop" if done.finish_reason in ("stop", "cancelled", "tool_calls") else done.finish_reason,
         "total_duration": int((done.total_seconds + run.load_seconds) * NS),
         "load_duration": int(run.load_seconds * NS),
         "prompt_eval_count": done.usage.prompt_tokens,
@@ -114,10 +123,18 @@ def _stats(run: RunInfo, done: Done) -> dict[str, Any]:
     }
 
 
+def tool_calls_json(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Ollama's tool calls: arguments as an object, not JSON text."""
+    return [{"function": {"index": c.index, "name": c.name, "arguments": json.loads(c.arguments)}}
+            for c in calls]
+
+
 def chat_response(run: RunInfo, result: Collected) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": result.text}
     if result.reasoning:
         message["thinking"] = result.reasoning
+    if result.tool_calls:
+        message["tool_calls"] = tool_calls_json(result.tool_calls)
     return {"model": run.model, "created_at": now_iso(), "message": message, "done": True,
             **_stats(run, result.done)}
 
@@ -144,12 +161,51 @@ async def stream(run: Run, chat: bool) -> AsyncIterator[bytes]:
                 if key == "thinking":
                     part["thinking"] = event.text
             yield ndjson({"model": name, "created_at": now_iso(), **part, "done": False})
+        elif isinstance(event, ToolCall) and chat:
+            # as Ollama streams them: each complete call in a chunk of its own
+            message = {"role": "assistant", "content": "", "tool_calls": tool_calls_json([event])}
+            yield ndjson({"model": name, "created_at": now_iso(), "message": message, "done": False})
         elif isinstance(event, Done):
             last: dict[str, Any] = (
                 {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
             )
             yield ndjson({"model": name, "created_at": now_iso(), **last, "done": True,
                           **_stats(run, event)})
+
+
+def modelfile(name: Any, facts: dict[str, Any]) -> str:
+    """The model as an Ollama Modelfile: file, template, system prompt, parameters."""
+    lines = [f"# Modelfile of {name} (bendi)", f"FROM {facts['path']}"]
+    if facts.get("chat_template"):
+        lines.append(f'TEMPLATE """{facts["chat_template"]}"""')
+    if facts.get("system"):
+        lines.append(f'SYSTEM """{facts["system"]}"""')
+    for key, value in (facts.get("parameters") or {}).items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {key} {json.dumps(item) if isinstance(item, str) else item}")
+    if facts.get("license"):
+        lines.append(f'LICENSE """{facts["license"]}"""')
+    return "\n".join(lines) + "\n"
+
+
+def memory_in_use(item: Any) -> int:
+    """Bytes a loaded model holds: weights, the KV cache of all its slots at their context, and
+    llama.cpp's buffers, from the planner's memory model (checked against measured RSS)."""
+    try:
+        from bendi.planner.guard import describe
+
+        return int(describe(item.record, item.ctx, getattr(item.model, "slots", 1)).total)
+    except Exception:  # noqa: BLE001 - a model the planner cannot describe still shows its file size
+        return int(item.record.size)
+
+
+def kb_tag_entry(kb: dict[str, Any]) -> dict[str, Any]:
+    """A knowledge base in /api/tags: answers come from a chat model over its documents."""
+    name = f"kb:{kb['name']}"
+    return {"name": name, "model": name, "modified_at": iso(kb["created_at"]),
+            "size": kb.get("bytes", 0), "digest": hashlib.sha256(name.encode()).hexdigest(),
+            "details": {"parent_model": "", "format": "bendi-kb", "family": "knowledge-base",
+                        "families": ["knowledge-base"], "parameter_size": "", "quantization_level": ""}}
 
 
 def model_details(record: ModelRecord) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class _Sampling(_Base):
 
 
 class ChatCompletionRequest(_Sampling):
-    model: str
+    model: str | None = None  # None: the server's default model
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=0)
     max_completion_tokens: int | None = Field(None, ge=0)
@@ -67,7 +67,7 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    model: str
+    model: str | None = None  # None: the server's default model
     prompt: str | list[str] | list[int]
     max_tokens: int | None = Field(16, ge=0)
     logprobs: int | None = Field(None, ge=0, le=20)
@@ -77,7 +77,7 @@ class CompletionRequest(_Sampling):
 
 
 class EmbeddingRequest(_Base):
-    model: str
+    model: str | None = None  # None: the server's default model
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None

@@ -110,7 +110,8 @@ export async function chatPage(root, app, id, start) {
 
 async function loadChoices() {
   const [tags, kbs] = await Promise.allSettled([get("/api/tags"), get("/kb")]);
-  state.models = tags.status === "fulfilled" ? tags.value.models.map((m) => m.name) : [];
+  // /api/tags also lists each knowledge base as a kb:<name> model (for other clients); here they have their own group
+  state.models = tags.status === "fulfilled" ? tags.value.models.map((m) => m.name).filter((n) => !n.startsWith(KB)) : [];
   state.kbs = kbs.status === "fulfilled" ? kbs.value.knowledge_bases.map((k) => k.name) : [];
 }
 
