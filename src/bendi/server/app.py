@@ -19,8 +19,8 @@ from bendi.server.admin_routes import router as admin_router
 from bendi.server.console_routes import Assets
 from bendi.server.console_routes import router as console_router
 from bendi.server.conversation_routes import router as conversation_router
-from bendi.server.crosssite import CrossSiteGuard, SiteRules
 from bendi.server.cors import install_cors
+from bendi.server.crosssite import CrossSiteGuard, SiteRules
 from bendi.server.errors import install_error_handlers
 from bendi.server.kb_routes import router as kb_router
 from bendi.server.metrics import CountResponses, Metrics
