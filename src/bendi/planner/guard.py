@@ -10,8 +10,9 @@ from __future__ import annotations
 from bendi.errors import InsufficientMemory
 from bendi.planner import hardware
 from bendi.planner.catalog import CatalogModel, from_gguf, load_catalog
-from bendi.planner.machine import SAFETY_MARGIN, parse_size
+from bendi.planner.machine import SAFETY_MARGIN, Gpu, parse_size
 from bendi.planner.memory import MemoryEstimate, estimate, weight_bytes_from_params
+from bendi.planner.placement import plan_llama_cpp
 from bendi.planner.plan import CPU_CTX_CAP, MIN_CTX
 from bendi.store import ModelRecord
 
@@ -40,14 +41,29 @@ def _planned_here(record: ModelRecord) -> bool:
     return str(record.details.get("format", "gguf")) == "gguf"
 
 
-def fit_check(record: ModelRecord, ctx: int, slots: int, *, memory_limit: str | None = None) -> None:
-    """Raise InsufficientMemory when `record` at `ctx` x `slots` will not fit in memory."""
+def offload_gpus() -> list[Gpu]:
+    """The GPUs the installed llama.cpp can offload to (none on a CPU-only build)."""
+    from bendi.runtime.llama.build import planning_gpus
+
+    return list(planning_gpus())
+
+
+def fit_check(record: ModelRecord, ctx: int, slots: int, *, memory_limit: str | None = None,
+              gpus: list[Gpu] | None = None) -> None:
+    """Raise InsufficientMemory when `record` at `ctx` x `slots` will not fit in memory.
+
+    With GPUs to offload to (`gpus`, default: those llama.cpp reports), a model that fits the way
+    the engine will place it (all on the GPUs, or split with the rest in RAM) is let through.
+    """
     if not _planned_here(record):
         return
     model, weights = _model(record)
     est = estimate(model.shape, weights, ctx, slots)
     have = memory_available(memory_limit)
     if est.total <= have:
+        return
+    gpus = offload_gpus() if gpus is None else gpus
+    if gpus and plan_llama_cpp(model, gpus, have, ctx, slots).fits:
         return
     slot_text = f"{slots} slot{'s' if slots != 1 else ''}"
     hint = best_alternative(model, weights, ctx, slots, have)

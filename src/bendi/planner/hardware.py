@@ -221,17 +221,6 @@ def parse_apple(memsize: str, profiler_json: str) -> list[Accelerator]:
     return devices
 
 
-def parse_llama_system_info(text: str) -> dict[str, bool]:
-    """llama_print_system_info(): `CPU : AVX2 = 1 | ... | CUDA : ARCHS = 890 | ...` as flags."""
-    flags: dict[str, bool] = {}
-    for part in text.split("|"):
-        key, _, value = part.partition("=")
-        key = key.split(":")[-1].strip()
-        if key:
-            flags[key] = value.strip() not in ("0", "")
-    return flags
-
-
 # -- detection (impure) ----------------------------------------------------------------------
 
 Runner = Callable[[list[str]], str | None]
@@ -298,22 +287,10 @@ def detect_cpu() -> CpuInfo:
 
 
 def detect_llama_cpp() -> dict[str, Any]:
-    """What the installed llama.cpp build supports."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        return {"installed": False, "error": str(exc)}
-    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
-    flags = parse_llama_system_info(info)
-    backends = sorted({k for k in flags if k in ("CUDA", "METAL", "VULKAN", "SYCL", "HIP", "MUSA", "CANN", "OPENCL", "BLAS")})
-    return {
-        "installed": True,
-        "version": getattr(llama_cpp, "__version__", "unknown"),
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
-        "mmap": bool(llama_cpp.llama_supports_mmap()),
-        "backends": ["CPU", *backends],
-        "system_info": info.strip(),
-    }
+    """What the installed llama.cpp build supports (`bendi.runtime.llama.build.EngineBuild`)."""
+    from bendi.runtime.llama.build import engine_build
+
+    return engine_build().to_dict()
 
 
 def available_memory() -> tuple[int, int]:

@@ -56,7 +56,8 @@ class LoadOptions:
     slots: int = 8
     batch_tokens: int = 512
     threads: int | None = None  # None: the engine decides (llama.cpp: physical cores, tuned)
-    gpu_layers: int = 0
+    #: layers offloaded to GPUs; None: the engine places the model as `bendi plan` says
+    gpu_layers: int | None = None
     queue_size: int = 64  # requests waiting beyond the slots before ServerBusy
     #: None lets the engine decide (flash attention where the backend has it); False/True force it
     flash_attn: bool | None = None

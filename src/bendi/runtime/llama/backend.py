@@ -1,4 +1,4 @@
-"""llama.cpp's process-wide backend: initialised once, its log kept quiet, and what the build has.
+"""llama.cpp's process-wide backend: initialised once, its log kept quiet (what the build has: build.py).
 
 Anything that calls llama.cpp directly (the engine, the quantizer, benchmarks) calls
 `init_backend()` first.
@@ -13,6 +13,8 @@ import threading
 
 import llama_cpp
 
+from bendi.runtime.llama.build import ensure_loaded
+
 log = logging.getLogger(__name__)
 
 _backend_lock = threading.Lock()
@@ -25,6 +27,7 @@ def init_backend(show_log: bool | None = None) -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
+            ensure_loaded()  # a GGML_BACKEND_DL build not made by bendi: its backend modules
             llama_cpp.llama_backend_init()
             if show_log is None:
                 from bendi.config import Settings
@@ -49,8 +52,3 @@ def default_threads() -> int:
         return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
     except Exception:  # noqa: BLE001 - psutil may not know this platform
         return max(1, os.cpu_count() or 1)
-
-
-def system_info() -> str:
-    """llama.cpp's own description of the build: backends and the CPU features it uses."""
-    return str(llama_cpp.llama_print_system_info().decode("utf-8", "replace")).strip()

@@ -10,6 +10,7 @@ import asyncio
 import codecs
 import collections
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
@@ -28,6 +29,7 @@ from bendi.errors import (
 )
 from bendi.runtime.engine import Capabilities, LoadOptions
 from bendi.runtime.llama.backend import default_threads, init_backend
+from bendi.runtime.llama.build import apply_amx_guard, apply_placement, place_model
 from bendi.runtime.llama.embedding import EmbeddingContext
 from bendi.runtime.llama.sampling import make_sampler
 from bendi.runtime.llama.scheduler import Scheduler, Sequence, Stream
@@ -39,6 +41,8 @@ from bendi.runtime.threads import ThreadTuner
 from bendi.runtime.tools import ModelTools
 from bendi.runtime.tools.constrain import special_ids
 from bendi.runtime.types import ChatRequest, Done, Event
+
+log = logging.getLogger(__name__)
 
 
 class LlamaModel:
@@ -56,7 +60,12 @@ class LlamaModel:
         self.threads = opts.threads or default_threads()
 
         mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = opts.gpu_layers
+        #: where the layers go: as `bendi plan` places the model here, or opts.gpu_layers by hand
+        self.placement = place_model(self.path, opts.ctx, max(1, opts.slots), opts.gpu_layers)
+        self._tensor_split = apply_placement(mparams, self.placement)  # llama.cpp keeps the pointer
+        apply_amx_guard(mparams)
+        if self.placement.offloads:
+            log.info("%s: %s", self.name, self.placement.describe())
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not model:
             raise InvalidModelFile(f"llama.cpp could not load {self.path} (corrupt or unsupported)")
