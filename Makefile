@@ -19,8 +19,9 @@ LLAMA_BUILD = $(BIN)/python scripts/build_llama.py --python $(BIN)/python --gpu 
 # it for this CPU (-march=native) and hand that wheel to any later install, on any CPU. The script
 # builds one wheel for every CPU (ggml's CPU variants, AMX left out), caches it by its build flags
 # in ~/.cache/bendi/llama-wheels, and installs it before bendi, so pip finds the requirement met.
-# Only the first install on a machine compiles (about 15 min on 2 idle cores; it installs a
-# compiler and CMake with apt-get if they are missing); later ones take seconds.
+# Only the first install on a machine compiles (15-45 min on 2 cores: 44 min measured with the cores
+# shared by other jobs; it installs a compiler and CMake with apt-get if they are missing); later
+# ones find the wheel by its key and take a minute or two.
 $(STAMP): pyproject.toml Makefile scripts/build_llama.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -18,7 +18,7 @@ The native build is a llama-cpp-python wheel pip compiled on this machine with d
 found in pip's wheel cache, given with --native-wheel, or built with --build-native (minutes).
 
     .venv/bin/python bench/build.py                       # about 2 minutes
-    .venv/bin/python bench/build.py --variants sse42,x64  # also pin lower variants
+    .venv/bin/python bench/build.py --variants x64        # also pin lower variants
     .venv/bin/python bench/build.py --inspect             # AMX / AVX-512 instructions per variant
 """
 

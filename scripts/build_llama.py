@@ -438,7 +438,7 @@ def compile_wheel(python: str, key: dict[str, object], out: Path, jobs: int, amx
         env.pop("FORCE_CMAKE", None)
         log_path = out.parent / f"{out.name}.build.log"
         log(f"compiling llama.cpp ({env['CMAKE_ARGS'] or 'default flags'}); "
-            f"{jobs} jobs; log: {log_path}. About 15 min on 2 idle cores, longer on a busy machine.")
+            f"{jobs} jobs; log: {log_path}. 15-45 min on 2 cores, depending on what else runs.")
         started = time.monotonic()
         with open(log_path, "w") as logf:
             proc = subprocess.run(
