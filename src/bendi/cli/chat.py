@@ -77,6 +77,10 @@ class ChatSession:
         except BendiError:
             self.history.pop()
             raise
+        except KeyboardInterrupt:  # Ctrl-C before the answer started: nothing to keep
+            self.history.pop()
+            click.echo(click.style("\n[stopped]", dim=True))
+            return ""
         try:
             for event in events:
                 if isinstance(event, ReasoningDelta):
