@@ -132,7 +132,7 @@ def test_ctrl_c_stops_the_answer_not_the_session(bendi_home: Path) -> None:
 
     env = dict(os.environ, BENDI_HOME=str(bendi_home), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bendi", "run", "smollm2:135m", "-i", "--temperature", "0", "--verbose"],
+        [sys.executable, "-m", "bendi", "run", "smollm2:135m", "-i", "--temperature", "0", "--stats"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
     )
     assert proc.stdin is not None and proc.stdout is not None
@@ -158,7 +158,7 @@ def test_ctrl_c_stops_the_answer_not_the_session(bendi_home: Path) -> None:
         after = read_until(lambda out: (b"[stopped]" in out or b"Use Ctrl-D" in out)
                            and out.rstrip().endswith(b">>>"))
         if b"[stopped]" in after:
-            # the interrupted answer reports no completion (--verbose prints one for finished ones)
+            # the interrupted answer reports no completion (--stats prints one for finished ones)
             assert not re.search(rb"first token [\d.]+s, finish ", after), after
             stopped = True
             break
