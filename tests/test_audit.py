@@ -256,3 +256,18 @@ def test_cli_verify_reports_the_first_bad_record(settings: Settings) -> None:
     listing = runner.invoke(cli, ["audit", "ls", "--kind", "admin"])
     assert listing.exit_code == 0 and "group.add" in listing.output
     assert runner.invoke(cli, ["audit", "verify", "--anchor", "nonsense"]).exit_code == 1
+
+
+def test_cli_commands_that_change_models_or_knowledge_bases_are_admin_actions(settings: Settings) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["kb", "create", "manuals"]).exit_code == 0
+    assert runner.invoke(cli, ["kb", "rm", "manuals", "-y"]).exit_code == 0
+    failed = runner.invoke(cli, ["rm", "no-such-model:1b"])
+    assert failed.exit_code == 1
+    listed = runner.invoke(cli, ["audit", "ls", "--kind", "admin", "--json"])
+    rows = sorted(json.loads(listed.output), key=lambda r: r["seq"])
+    assert [(r["action"], r["status"], r["knowledge_base"]) for r in rows] == [
+        ("kb.create", "ok", "manuals"), ("kb.rm", "ok", "manuals"), ("model.rm", "error", None)]
+    assert rows[0]["route"] == "cli kb create" and json.loads(rows[0]["detail"])["embed"] == "all-minilm"
+    assert "no-such-model" in rows[2]["error"]
+    assert runner.invoke(cli, ["audit", "verify"]).exit_code == 0

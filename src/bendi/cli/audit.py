@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,6 +15,7 @@ from bendi.audit.log import AuditEntry, parse_anchor
 from bendi.audit.when import parse_duration, parse_time
 from bendi.cli.accounts import actor
 from bendi.cli.common import echo_json, services, table
+from bendi.errors import BendiError
 
 
 @click.group("audit")
@@ -116,5 +120,66 @@ def audit_text(ctx: click.Context, state: str) -> None:
     click.echo(f"prompt and answer text in audit records: {'on' if audit.wants_text else 'off'}")
 
 
+# -- admin actions of other commands -------------------------------------------------------------
+
+#: commands outside `bendi user|group|key|grant|quota|audit` that change models or knowledge bases,
+#: or carry them off the machine: admin actions, recorded like the admin API's
+ADMIN_COMMANDS: dict[tuple[str, ...], str] = {
+    ("kb", "create"): "kb.create", ("kb", "add"): "kb.add", ("kb", "rm-doc"): "kb.rm_doc", ("kb", "rm"): "kb.rm",
+    ("pull",): "model.pull", ("import",): "model.import", ("create",): "model.create", ("rm",): "model.rm",
+    ("cp",): "model.cp", ("export",): "bundle.export",
+}
+#: the parameter naming the model a command acts on (the knowledge base is `name` under `kb`)
+_MODEL_PARAM = {"pull": "model", "import": "name", "create": "name", "cp": "dest"}
+#: flags that say nothing about what was done
+_QUIET = frozenset({"quiet", "as_json", "yes"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _recorded(callback: Callable[..., Any], path: tuple[str, ...], action: str) -> Callable[..., Any]:
+    command = " ".join(path)
+
+    @functools.wraps(callback)
+    def run(*args: Any, **params: Any) -> Any:
+        status, error = "ok", None
+        try:
+            return callback(*args, **params)
+        except (click.Abort, KeyboardInterrupt):
+            status = "cancelled"
+            raise
+        except BaseException as exc:
+            status, error = "error", exc.message if isinstance(exc, BendiError) else type(exc).__name__
+            raise
+        finally:
+            # only when the command got as far as opening bendi.db: before that it changed nothing
+            svc = click.get_current_context().find_root().meta.get("bendi.services")
+            if svc is not None:
+                model = params.get(_MODEL_PARAM.get(path[0], ""))
+                svc.audit.add(AuditEntry.of(
+                    actor(command), "admin", status, action=action, error=error,
+                    knowledge_base=params.get("name") if path[0] == "kb" else None,
+                    model=str(model) if model else None,
+                    documents=[str(params["document"])] if params.get("document") else [],
+                    detail={k: _plain(v) for k, v in params.items() if v not in (None, False, ()) and k not in _QUIET}))
+
+    return run
+
+
+def record_admin_commands(cli: click.Group) -> None:
+    """Record every run of ADMIN_COMMANDS in the audit log (who, what, with which result)."""
+    for path, action in ADMIN_COMMANDS.items():
+        command: click.Command | None = cli
+        for name in path:
+            command = command.commands.get(name) if isinstance(command, click.Group) else None
+        if command is not None and command.callback is not None:
+            command.callback = _recorded(command.callback, path, action)
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(audit_group)
+    record_admin_commands(cli)  # registered last: the other commands are there
