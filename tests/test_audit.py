@@ -261,6 +261,7 @@ def test_cli_verify_reports_the_first_bad_record(settings: Settings) -> None:
 def test_cli_commands_that_change_models_or_knowledge_bases_are_admin_actions(settings: Settings) -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["kb", "create", "manuals"]).exit_code == 0
+    chosen = json.loads(runner.invoke(cli, ["kb", "info", "manuals", "--json"]).output)["embed"]
     assert runner.invoke(cli, ["kb", "rm", "manuals", "-y"]).exit_code == 0
     failed = runner.invoke(cli, ["rm", "no-such-model:1b"])
     assert failed.exit_code == 1
@@ -268,6 +269,6 @@ def test_cli_commands_that_change_models_or_knowledge_bases_are_admin_actions(se
     rows = sorted(json.loads(listed.output), key=lambda r: r["seq"])
     assert [(r["action"], r["status"], r["knowledge_base"]) for r in rows] == [
         ("kb.create", "ok", "manuals"), ("kb.rm", "ok", "manuals"), ("model.rm", "error", None)]
-    assert rows[0]["route"] == "cli kb create" and json.loads(rows[0]["detail"])["embed"] == "all-minilm"
+    assert rows[0]["route"] == "cli kb create" and json.loads(rows[0]["detail"])["embed"] == chosen
     assert "no-such-model" in rows[2]["error"]
     assert runner.invoke(cli, ["audit", "verify"]).exit_code == 0
