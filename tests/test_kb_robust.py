@@ -255,3 +255,41 @@ def test_citations_carry_location_and_quote_and_unsupported_answers_are_flagged(
     assert not bad["grounded"] and "3%" in bad["unsupported"]
     uncited = check_answer("必须停止工作。", "瓦斯超限怎么办？", sources)
     assert not uncited["grounded"] and uncited["citations"] == []
+
+
+# -- the gate's view of a question --------------------------------------------------------------
+
+
+def test_query_words_keep_the_names_jieba_cuts_into_characters() -> None:
+    from bendi.kb.segment import query_words
+
+    # jieba cuts an unknown name into characters (雫/石); the name must stay one word to be asked for
+    assert "雫石" in query_words("雫石车站是JR东日本所属的哪条地方交通线沿线的车站之一？")
+    assert "胡天衡" in query_words("2014年12月胡天衡在媒体上发表的消息暗示了什么内容？")
+    # a lone verb or function character joins nothing (拜 is not part of the name 刘德一)
+    words = query_words("刘德一拜了谁当老师？")
+    assert "刘德一" in words and not any("拜" in w for w in words)
+    # no word straddles punctuation, and numbers keep their letters
+    assert all("," not in w and "，" not in w for w in query_words("浓度达到1.5%时，必须停止工作"))
+    assert "84m" in query_words("新巴84M线是来往哪里的巴士路线？")
+    assert query_words("How often should the drive pulley bearings be lubricated?") == [
+        "driv", "pulley", "bearing", "lubricat"]
+
+
+def test_numbers_and_english_words_match_whole_words() -> None:
+    from bendi.kb.segment import TermMatcher
+
+    text = TermMatcher("教堂建于1987年，由 Barluzzi 设计。")
+    assert text.has_word("1987") and not text.has_word("7") and not text.has_word("98")
+    assert text.has_word("barluzzi") and text.has_word("教堂") and not text.has_word("教会")
+
+
+def test_a_lone_character_counts_by_how_many_chunks_hold_it(kb: KnowledgeBaseService, tmp_path: Path) -> None:
+    (tmp_path / "rules.md").write_text(ZH_SAFETY, encoding="utf-8")
+    kb.create("t")
+    kb.add_paths("t", [tmp_path / "rules.md"])
+    index = kb.index("t")
+    assert index.char_doc_freq("瓦", 100) >= 1  # in bigrams (瓦斯) only: found by prefix
+    assert index.char_doc_freq("䲟", 100) == 0
+    assert index.char_doc_freq("瓦", 1) == 1  # counted up to the cap
+

@@ -8,6 +8,9 @@ same on a 3-document and on a 100,000-document knowledge base:
 
 - coverage: the share of the question's words (IDF-weighted) found in the best chunk, whole
   words and anywhere in a window of three sentences;
+- sentence: the share found in one sentence of a best chunk together with its headings (the
+  sentence that states what the question asks; a question about a neighbour of the subject finds
+  its words spread over several sentences);
 - the missing rarest word: how rare (IDF, scaled by the rarest word of the question) the rarest
   question word is that the best chunks lack (a name the knowledge base has never seen);
 - BM25 of the best chunk divided by the query's own best possible BM25;

@@ -429,6 +429,15 @@ class KnowledgeBaseIndex:
         found = {str(r[0]): int(r[1]) for r in rows}
         return {t: found.get(t, 0) for t in terms}
 
+    def char_doc_freq(self, char: str, cap: int) -> int:
+        """How many chunks hold a Chinese character (counted up to `cap`): the index keeps bigrams,
+        so this counts the chunks with a bigram that starts with it (or the lone character)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
+                (f'"{char}"*', cap)).fetchone()
+        return int(row[0])
+
     def lexical(self, terms: Sequence[str], limit: int) -> list[tuple[int, float]]:
         """(chunk id, BM25 score, higher is better) for chunks matching any of `terms`."""
         if not terms:

@@ -42,6 +42,8 @@ from bendi.kb.segment import TermMatcher, query_terms, query_words, word_terms
 GATE_DEPTH = 3
 #: the gate's IDFs treat a smaller knowledge base as this many chunks (its calibration ran on 1,257)
 GATE_MIN_CHUNKS = 1000
+#: a lone character's chunks are counted up to this many (enough to tell 䲟 from 时)
+CHAR_DF_CAP = 20000
 #: fewer candidates than this: no spread of similarities to measure cosine_gap against
 GAP_MIN_CANDIDATES = 8
 
@@ -272,6 +274,9 @@ def _word_weights(index: KnowledgeBaseIndex, words: list[str], n: int) -> dict[s
     that bigram) and its bigrams."""
     parts = {w: word_terms(w) for w in words}
     dfs = index.doc_freqs(list(dict.fromkeys(t for ts in parts.values() for t in ts)))
+    for ts in parts.values():
+        if len(ts) == 1 and len(ts[0]) == 1 and not ts[0].isascii():  # a lone character (䲟, 王)
+            dfs[ts[0]] = max(dfs[ts[0]], index.char_doc_freq(ts[0], CHAR_DF_CAP))
     return {w: (idf(min((dfs[t] for t in ts), default=0), n) ** 2, ts) for w, ts in parts.items()}
 
 
@@ -311,25 +316,30 @@ def gate_features(query: str, terms: list[str], dfs: dict[str, int], n: int,
     """The answerability gate's inputs, each normalised per query (see gate.py)."""
     term_idf = {t: idf(dfs.get(t, 0), n) for t in terms}  # BM25+'s IDF: positive in any base
     idf_total = sum(term_idf.values()) or 1.0
-    coverage = window = 0.0
+    coverage = window = sentence = 0.0
     missing = 1.0
     rarest = max((w for w, _ in word_weight.values()), default=0.0) or 1.0
+    weight_total = sum(w for w, _ in word_weight.values()) or 1.0
     for h in top:
         text = f"{h.title}\n{h.section}\n{h.text}"
         coverage = max(coverage, h.lexical)
-        lower = text.lower()
+        whole = TermMatcher(text)
         # how rare the rarest question word is that this chunk lacks, relative to the rarest word
-        lacks = [w for w, (weight, _) in word_weight.items() if w not in lower]
+        lacks = [w for w in word_weight if not whole.has_word(w)]
         missing = min(missing, max((word_weight[w][0] for w in lacks), default=0.0) / rarest)
         heading = f"{h.title}\n{h.section}\n"
         sentences = split_sentences(h.text) or [h.text]
         for i in range(len(sentences)):
             matcher = TermMatcher(heading + "".join(sentences[max(0, i - 1) : i + 2]))
             window = max(window, sum(v for t, v in term_idf.items() if matcher.has(t)) / idf_total)
+            # one sentence (with the headings) that says most of what the question asks
+            one = TermMatcher(heading + sentences[i])
+            sentence = max(sentence, sum(w for word, (w, _) in word_weight.items() if one.has_word(word)) / weight_total)
     shares = sorted((bm25_share(h, term_idf) for h in top), reverse=True) or [0.0]
     first = top[0] if top else None
-    lacking = [w for w in word_weight if first is None or w not in f"{first.title}\n{first.section}\n{first.text}".lower()]
-    out = {"coverage": coverage, "window": window, "missing": missing, "bm25": shares[0],
+    first_text = TermMatcher(f"{first.title}\n{first.section}\n{first.text}") if first is not None else None
+    lacking = [w for w in word_weight if first_text is None or not first_text.has_word(w)]
+    out = {"coverage": coverage, "window": window, "sentence": sentence, "missing": missing, "bm25": shares[0],
            # how far the best chunk is ahead of the next one, and the plain share of words it lacks
            "bm25_margin": shares[0] - (shares[1] if len(shares) > 1 else 0.0),
            "missing_share": len(lacking) / max(1, len(word_weight))}

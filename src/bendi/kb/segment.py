@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 SEGMENTER_VERSION = "bigram-1"
 
@@ -29,6 +30,7 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _RUN = re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)")
 _WORD = re.compile(rf"[^\W_{_CJK}]+")
 _CJK_RUN = re.compile(rf"[{_CJK}]+")
+_ALNUM = re.compile(r"[a-z0-9]+")
 
 
 def stem(word: str) -> str:
@@ -81,28 +83,99 @@ def query_terms(text: str) -> list[str]:
     return kept or found
 
 
+#: part-of-speech tags (jieba's, ICTCLAS style) of characters that carry no subject when they stand
+#: alone in a question: verbs, adverbs, prepositions, particles, pronouns, numerals, measure
+#: words, directions, conjunctions, interjections, onomatopoeia, time words, modal particles
+_FUNCTION_TAGS = {"v", "vg", "vd", "vi", "vq", "d", "dg", "p", "u", "uj", "ul", "uz", "ug", "uv", "ud", "r", "rg",
+                  "rr", "rz", "m", "mq", "mg", "q", "f", "c", "e", "o", "t", "tg", "y"}
+
+#: jieba's tags of nouns (n, nr, ns, nt, nz, ng...), abbreviations and unknown words
+_NOUN_TAGS = {"n", "j", "x"}
+
+
 def query_words(text: str) -> list[str]:
     """The query's words: jieba for Chinese (so no bigram straddles two words), stemmed English.
 
     Words, not bigrams, are what lexical relevance counts: a bigram made of the end of one word
     and the start of the next ("业需" in 作业需要) appears in no document and would count as a
     missing term.
+
+    jieba cuts a name it does not know into single characters (雫石车站 -> 雫/石/车站, 灰凤冠雉 ->
+    灰/凤冠/雉). Dropping single characters as function words would drop the name, the one word
+    that tells a question about 雫石 from one about the station next to it. So a single character
+    is dropped only when its part of speech is a function word's (拜 in 刘德一拜了谁, 年 in 前37年);
+    the others are joined to their neighbours: a run of them becomes one word (雫石), and a lone
+    one goes to the word before it (凤冠 + 雉: a Chinese compound ends in its head) or else to the
+    word after it (灰 + 凤冠).
     """
     import jieba
+    import jieba.posseg
 
     jieba.setLogLevel(logging.WARNING)
-    words: list[str] = []
-    for piece in jieba.lcut(text.lower()):
+    # [text, kind, noun]: kind "cjk" (a Chinese word), "char" (a lone content character), "other"
+    # (an English word or a number) or "stop" (a question word or a function character)
+    tokens: list[list[Any]] = []
+    for piece, flag in _rejoin_alnum(jieba.posseg.lcut(text.lower())):
         for m in _RUN.finditer(piece):
             run = m.group("cjk")
-            word = run if run is not None else stem(m.group("word"))
-            if _is_question_term(word) or (run is not None and any(ch in _QUESTION_CHARS for ch in run)):
-                continue
-            if run is not None and len(run) == 1:
-                continue  # 的, 是, 由: function characters, and every passage has them
-            words.append(word)
+            if run is None:
+                word = stem(m.group("word"))
+                tokens.append(["", "stop", False] if _is_question_term(word) else [word, "other", False])
+            elif _is_question_term(run) or any(ch in _QUESTION_CHARS for ch in run):
+                tokens.append(["", "stop", False])
+            elif len(run) == 1:
+                tokens.append(["", "stop", False] if flag in _FUNCTION_TAGS else [run, "char", True])
+            else:
+                tokens.append([run, "cjk", flag[:1] in _NOUN_TAGS])
+    # a run of lone characters is a name jieba did not know (雫 + 石)
+    joined: list[list[Any]] = []
+    for token in tokens:
+        if token[1] == "char" and joined and joined[-1][1] == "char":
+            joined[-1] = [joined[-1][0] + token[0], "name", True]
+        elif token[1] == "char" and joined and joined[-1][1] == "name":
+            joined[-1][0] += token[0]
+        else:
+            joined.append(token)
+    # a lone character goes with the noun before it (凤冠 + 雉: a compound ends in its head), or
+    # else with the noun after it (灰 + 凤冠); otherwise it is a word of its own (䲟)
+    words: list[str] = []
+    for i, (token, kind, _) in enumerate(joined):
+        if kind == "char":
+            before = joined[i - 1] if i else None
+            after = joined[i + 1] if i + 1 < len(joined) else None
+            if before is not None and before[1] in ("cjk", "name") and before[2] and words and words[-1] == before[0]:
+                words[-1] = before[0] = before[0] + token
+            elif after is not None and after[1] in ("cjk", "name") and after[2]:
+                after[0] = token + after[0]
+            else:
+                words.append(token)
+        elif kind != "stop":
+            words.append(token)
     kept = list(dict.fromkeys(words))
     return kept or query_terms(text)
+
+
+def _rejoin_alnum(pairs: list[Any]) -> list[tuple[str, str]]:
+    """(piece, part of speech) with letters and digits that jieba's tagger cut apart joined again
+    (84/M -> 84m: the tagger splits a number from its letters, plain jieba does not)."""
+    out: list[tuple[str, str]] = []
+    for pair in pairs:
+        if out and _ALNUM.fullmatch(pair.word) and _ALNUM.fullmatch(out[-1][0]):
+            out[-1] = (out[-1][0] + pair.word, "eng")
+        else:
+            out.append((pair.word, pair.flag))
+    return out
+
+
+def _join_runs(tokens: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Consecutive content characters joined into one token (雫 + 石)."""
+    out: list[tuple[str, bool]] = []
+    for token, single in tokens:
+        if single and out and out[-1][1]:
+            out[-1] = (out[-1][0] + token, True)
+        else:
+            out.append((token, single))
+    return out
 
 
 def word_terms(word: str) -> list[str]:
@@ -129,6 +202,13 @@ class TermMatcher:
     def __init__(self, text: str) -> None:
         self.lower = text.lower()
         self._words: set[str] | None = None
+
+    def has_word(self, word: str) -> bool:
+        """Whether a query word (query_words) is in the passage: a Chinese word as written, an English
+        word or a number as a whole word (7 is not in 1987, 84m not in 84)."""
+        if _CJK_RUN.fullmatch(word):
+            return word in self.lower
+        return all(self.has(t) for t in terms(word)) if word else False
 
     def has(self, term: str) -> bool:
         if _CJK_RUN.fullmatch(term):
