@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import ollama
+import openai
 import pytest
 
 from bendi.config import Settings
 from bendi.store import bundled_model_path
+
+if TYPE_CHECKING:
+    from server_util import ServerProcess
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +49,18 @@ def smollm(bundled_path: Path) -> Iterator[object]:
     model = LlamaModel(bundled_path, LoadOptions(ctx=2048, slots=4), name="smollm2:135m")
     yield model
     model.close()
+
+
+# A module that starts a `server` fixture (tests/server_util.ServerProcess) gets the official
+# clients pointed at it.
+
+@pytest.fixture(scope="module")
+def oai(server: ServerProcess) -> openai.OpenAI:
+    """The official OpenAI client on the module's server (no retries: a failure shows at once)."""
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def oll(server: ServerProcess) -> ollama.Client:
+    """The official Ollama client on the module's server."""
+    return ollama.Client(host=server.url, timeout=300)

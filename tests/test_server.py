@@ -48,14 +48,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture
-def oai(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
-
-
-@pytest.fixture
-def oll(server: ServerProcess) -> ollama.Client:
-    return ollama.Client(host=server.url, timeout=300)
 
 
 # -- OpenAI ------------------------------------------------------------------------------------
