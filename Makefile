@@ -13,7 +13,7 @@ AMX       ?=
 LLAMA_BUILD = $(BIN)/python scripts/build_llama.py --python $(BIN)/python --gpu $(GPU) \
 	$(if $(CUDA_ARCH),--cuda-arch "$(CUDA_ARCH)") $(if $(filter 1,$(AMX)),--amx)
 
-.PHONY: install browser run test lint bench clean vllm test-vllm bench-vllm
+.PHONY: install test-packages run test lint bench clean vllm test-vllm bench-vllm
 
 # llama-cpp-python comes from scripts/build_llama.py, never from pip's own build: pip would compile
 # it for this CPU (-march=native) and hand that wheel to any later install, on any CPU. The script
@@ -33,11 +33,6 @@ $(STAMP): pyproject.toml Makefile scripts/build_llama.py
 		rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 
-# The OCR tests render pages of Chinese text with a CJK font from Debian.
-CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
-$(CJK_FONT):
-	$(SUDO) apt-get install -y -q fonts-wqy-microhei || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q fonts-wqy-microhei)
-
 # The build check runs every time (a second when nothing changes): `make install GPU=cuda` on an
 # installed checkout swaps in a CUDA build.
 install: $(STAMP)
@@ -46,17 +41,19 @@ install: $(STAMP)
 run: install
 	$(BIN)/bendi serve --host $(HOST) --port $(PORT) --demo
 
-# The console's browser tests (tests/test_console_browser.py) drive Debian's Chromium, never a
-# downloaded browser; a Chinese font makes the screenshots readable.
+# Debian packages the tests need, installed when missing: Chromium for the console's browser
+# tests (tests/test_console_browser.py drives it, never a downloaded browser) and the WenQuanYi
+# Micro Hei font, which the OCR tests render Chinese pages with and the screenshots show.
 CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-browser:
-	@if ! test -x $(CHROMIUM) || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
-		echo "installing Debian's chromium and a Chinese font for the console's browser tests"; \
+test-packages:
+	@if ! test -x $(CHROMIUM) || ! test -f $(CJK_FONT); then \
+		echo "installing Debian's chromium and fonts-wqy-microhei for the tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-microhei; \
 	fi
 
-test: install browser $(CJK_FONT)
+test: install test-packages
 	$(BIN)/pytest
 
 lint: install
