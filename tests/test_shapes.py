@@ -147,6 +147,19 @@ def test_model_defaults_are_applied_under_the_request(env: Env) -> None:
 
 # -- Ollama ------------------------------------------------------------------------------------
 
+def test_parallel_tool_calls_reaches_the_engine_from_both_openai_routes(env: Env) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    env.client.post("/v1/chat/completions", json=chat("hi", tools=tools))
+    seen = env.engine.loaded[0].requests
+    assert seen[-1].parallel_tool_calls is True  # OpenAI's default
+    env.client.post("/v1/chat/completions", json=chat("hi", tools=tools, parallel_tool_calls=False))
+    assert seen[-1].parallel_tool_calls is False and seen[-1].tools
+    env.client.post("/v1/responses", json={"model": MODEL, "input": "hi", "parallel_tool_calls": False,
+                                           "tools": [{"type": "function", "name": "get_weather",
+                                                      "parameters": {"type": "object"}}]})
+    assert seen[-1].parallel_tool_calls is False and seen[-1].tools
+
+
 def test_ollama_chat_and_generate_whole_and_streamed(env: Env) -> None:
     body = env.client.post("/api/chat", json={**chat("hi you"), "stream": False}).json()
     assert body["model"] == MODEL and body["done"] is True and body["done_reason"] == "stop"

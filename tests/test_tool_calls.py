@@ -79,6 +79,16 @@ def test_openai_forced_call_is_valid(oai: openai.OpenAI, choice: Any) -> None:
         assert [call.function.name for call in calls] == ["get_weather"]
 
 
+def test_openai_parallel_tool_calls_false_makes_one_call(oai: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "What are the weather and the time in Paris, Tokyo and Lima?"}]
+    r = oai.chat.completions.create(model=MODEL, messages=ask, tools=[WEATHER, TIME], tool_choice="required",
+                                    parallel_tool_calls=False, temperature=0, max_tokens=200)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls" and c.message.tool_calls is not None
+    assert len(c.message.tool_calls) == 1
+    valid(c.message.tool_calls[0].function.name, c.message.tool_calls[0].function.arguments)
+
+
 def test_openai_streamed_call_matches_the_shape_clients_accumulate(oai: openai.OpenAI) -> None:
     stream = oai.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
                                          temperature=0, max_tokens=120, stream=True,

@@ -52,6 +52,8 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     #: "auto", "none", "required" or {"type": "function", "function": {"name": ...}}; None: auto
     tool_choice: str | dict[str, Any] | None = None
+    #: False: at most one tool call in the answer (OpenAI's parallel_tool_calls)
+    parallel_tool_calls: bool = True
     #: prepend the model's default system prompt when the messages carry none (the generation
     #: service does, when it applies the model's defaults)
     use_default_system: bool = True

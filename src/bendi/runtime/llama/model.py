@@ -199,7 +199,8 @@ class LlamaModel:
         stream = Stream(sink)
         think_open = request.prompt is None and prompt_opens_think(prompt)
         splitter = ReasoningSplitter(in_reasoning=think_open) if request.prompt is None else None
-        tools = (self.tools.session(request.tools, request.tool_choice, think_open=think_open)
+        tools = (self.tools.session(request.tools, request.tool_choice, think_open=think_open,
+                                    parallel=request.parallel_tool_calls)
                  if request.prompt is None else None)
         seq = Sequence(
             request=request,

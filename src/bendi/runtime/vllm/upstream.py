@@ -66,6 +66,8 @@ def request_body(request: ChatRequest, served_name: str) -> tuple[str, dict[str,
             body["tools"] = request.tools
             if request.tool_choice is not None:
                 body["tool_choice"] = request.tool_choice
+            if not request.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
         return "/v1/chat/completions", body
     body["prompt"] = request.prompt or ""
     if request.logprobs is not None:

@@ -62,6 +62,7 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool = True
     #: bendi extension, as in llama.cpp's server: a name of a knowledge base to answer from
     knowledge_base: str | None = None
 

@@ -123,6 +123,7 @@ async def responses(request: Request) -> Any:
         model=body.model, messages=rs.to_messages(body), options=body.sampling_overrides(),
         max_tokens=body.max_output_tokens, response_format=rs.response_format(body.text),
         tools=rs.chat_tools(body.tools), tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
     )
     run = await generation.start(chat, caller(request))
     builder = rs.ResponseBuilder(body, run.model)

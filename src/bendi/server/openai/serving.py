@@ -53,6 +53,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         tools=body.tools,
         tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
     )
 
 
