@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 SEGMENTER_VERSION = "bigram-1"
@@ -105,54 +106,64 @@ def query_words(text: str) -> list[str]:
     that tells a question about 雫石 from one about the station next to it. So a single character
     is dropped only when its part of speech is a function word's (拜 in 刘德一拜了谁, 年 in 前37年);
     the others are joined to their neighbours: a run of them becomes one word (雫石), and a lone
-    one goes to the word before it (凤冠 + 雉: a Chinese compound ends in its head) or else to the
-    word after it (灰 + 凤冠).
+    one goes to the noun before it (凤冠 + 雉: a Chinese compound ends in its head) or else to the
+    noun after it (灰 + 凤冠), never to a verb (时 + 必须).
     """
     import jieba
     import jieba.posseg
 
     jieba.setLogLevel(logging.WARNING)
-    # [text, kind, noun]: kind "cjk" (a Chinese word), "char" (a lone content character), "other"
-    # (an English word or a number) or "stop" (a question word or a function character)
-    tokens: list[list[Any]] = []
+    tokens: list[_Token] = []
     for piece, flag in _rejoin_alnum(jieba.posseg.lcut(text.lower())):
         for m in _RUN.finditer(piece):
             run = m.group("cjk")
             if run is None:
                 word = stem(m.group("word"))
-                tokens.append(["", "stop", False] if _is_question_term(word) else [word, "other", False])
+                tokens.append(_Token("", "stop") if _is_question_term(word) else _Token(word, "other"))
             elif _is_question_term(run) or any(ch in _QUESTION_CHARS for ch in run):
-                tokens.append(["", "stop", False])
+                tokens.append(_Token("", "stop"))
             elif len(run) == 1:
-                tokens.append(["", "stop", False] if flag in _FUNCTION_TAGS else [run, "char", True])
+                tokens.append(_Token("", "stop") if flag in _FUNCTION_TAGS else _Token(run, "char", noun=True))
             else:
-                tokens.append([run, "cjk", flag[:1] in _NOUN_TAGS])
+                tokens.append(_Token(run, "word", noun=flag[:1] in _NOUN_TAGS))
     # a run of lone characters is a name jieba did not know (雫 + 石)
-    joined: list[list[Any]] = []
+    joined: list[_Token] = []
     for token in tokens:
-        if token[1] == "char" and joined and joined[-1][1] == "char":
-            joined[-1] = [joined[-1][0] + token[0], "name", True]
-        elif token[1] == "char" and joined and joined[-1][1] == "name":
-            joined[-1][0] += token[0]
+        if token.kind == "char" and joined and joined[-1].kind in ("char", "name"):
+            joined[-1] = _Token(joined[-1].text + token.text, "name", noun=True)
         else:
             joined.append(token)
     # a lone character goes with the noun before it (凤冠 + 雉: a compound ends in its head), or
     # else with the noun after it (灰 + 凤冠); otherwise it is a word of its own (䲟)
     words: list[str] = []
-    for i, (token, kind, _) in enumerate(joined):
-        if kind == "char":
+    for i, token in enumerate(joined):
+        if token.kind == "char":
             before = joined[i - 1] if i else None
             after = joined[i + 1] if i + 1 < len(joined) else None
-            if before is not None and before[1] in ("cjk", "name") and before[2] and words and words[-1] == before[0]:
-                words[-1] = before[0] = before[0] + token
-            elif after is not None and after[1] in ("cjk", "name") and after[2]:
-                after[0] = token + after[0]
+            if before is not None and before.takes_character() and words and words[-1] == before.text:
+                before.text = words[-1] = before.text + token.text
+            elif after is not None and after.takes_character():
+                after.text = token.text + after.text
             else:
-                words.append(token)
-        elif kind != "stop":
-            words.append(token)
+                words.append(token.text)
+        elif token.kind != "stop":
+            words.append(token.text)
     kept = list(dict.fromkeys(words))
     return kept or query_terms(text)
+
+
+@dataclass
+class _Token:
+    """A piece of a question for query_words."""
+
+    text: str
+    #: "word" (Chinese), "name" (lone characters joined), "char" (a lone content character),
+    #: "other" (an English word or a number) or "stop" (a question or function word)
+    kind: str
+    noun: bool = False
+
+    def takes_character(self) -> bool:
+        return self.kind in ("word", "name") and self.noun
 
 
 def _rejoin_alnum(pairs: list[Any]) -> list[tuple[str, str]]:
@@ -164,17 +175,6 @@ def _rejoin_alnum(pairs: list[Any]) -> list[tuple[str, str]]:
             out[-1] = (out[-1][0] + pair.word, "eng")
         else:
             out.append((pair.word, pair.flag))
-    return out
-
-
-def _join_runs(tokens: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
-    """Consecutive content characters joined into one token (雫 + 石)."""
-    out: list[tuple[str, bool]] = []
-    for token, single in tokens:
-        if single and out and out[-1][1]:
-            out[-1] = (out[-1][0] + token, True)
-        else:
-            out.append((token, single))
     return out
 
 
