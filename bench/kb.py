@@ -4,6 +4,7 @@ tuning never saw, ingest and query cost, and (with --scale) search at a million 
     .venv/bin/python bench/kb.py                  # quality + cost (~20-40 min on 2 busy cores)
     .venv/bin/python bench/kb.py --calibrate      # also refit the gate on the tuning half (writes src/bendi/kb/gate.json)
     .venv/bin/python bench/kb.py --scale 1000000  # the scale run only (see bench/kb_scale.py)
+    .venv/bin/python bench/kb.py --scale 1000000 --keep /tmp/kb1m   # ... kept, and reused next time
 
 The split (bench/kb_split.py): paragraphs are split by a hash of their id into a tuning half and
 a validation half, so no paragraph (and no question) is in both. In each half a quarter of the
@@ -146,6 +147,8 @@ def decide(rows: list[dict[str, Any]], gate: Gate) -> list[bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=0, help="run only the scale benchmark at this many chunks")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="scale run: build the knowledge base in this folder and keep it; reuse it next time")
     parser.add_argument("--calibrate", action="store_true", help="refit the gate on the tuning half, write gate.json")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / ".e5-cache.npz",
                         help="vectors of texts embedded before (empty string: no cache)")
@@ -154,7 +157,7 @@ def main() -> None:
     if args.scale:
         from kb_scale import scale_main
 
-        scale_main(args.scale, args.out.with_name("kb_scale.json"))
+        scale_main(args.scale, args.out.with_name("kb_scale.json"), args.keep)
         return
 
     bench_started = time.time()

@@ -19,7 +19,9 @@ reopen, without a rebuild.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import random
 import re
 import tempfile
@@ -67,46 +69,66 @@ def variant(text: str, replica: int) -> str:
     return text.translate(str.maketrans(DIGITS, shifted))
 
 
-def scale_main(target: int, out: Path) -> None:
-    started_all = time.time()
+def ingest(index: KnowledgeBaseIndex, target: int, proc: psutil.Process) -> dict[str, Any]:
+    """Fill `index` with `target` chunks: CMRC, then variants of it; the ingest figures."""
     cache = Path(__file__).resolve().parent / "results" / ".e5-cache.npz"
     base, _ = base_chunks(cache)
     by_doc: dict[str, list[dict[str, Any]]] = {}
     for b in base:
         by_doc.setdefault(b["doc"], []).append(b)
     rng = np.random.default_rng(0)
+    index.set_meta({"name": "scale", "embed": "multilingual-e5-small", "dim": "384"})
+    total = replica = 0
+    started = time.perf_counter()
+    while total < target:
+        for doc_id, parts in by_doc.items():
+            chunks, vecs = [], []
+            for i, b in enumerate(parts):
+                c: Chunk = b["chunk"]
+                text = c.text if replica == 0 else variant(c.text, replica)
+                chunks.append(Chunk(i, text, c.section, None, None, "text"))
+                v = b["vector"] if replica == 0 else b["vector"] + rng.normal(0, NOISE, 384).astype(np.float32)
+                vecs.append(v / np.linalg.norm(v))
+            title = parts[0]["title"] if replica == 0 else f"{parts[0]['title']}（{replica}）"
+            index.put_document(name=f"r{replica}/{doc_id}", source=None, sha256=f"{replica}-{doc_id}", size=0,
+                               format="md", title=title, pages=None, warnings=[], chunks=chunks,
+                               vectors=np.stack(vecs))
+            total += len(chunks)
+            if total >= target:
+                break
+        replica += 1
+        if replica % 20 == 0:
+            rate = total / (time.perf_counter() - started)
+            print(f"  {total:,} chunks, {rate:,.0f} chunks/s", flush=True)
+    seconds = time.perf_counter() - started
+    print(f"ingest: {total:,} chunks in {seconds:.0f} s ({total / seconds:,.0f} chunks/s)", flush=True)
+    return {"chunks": total, "replicas": replica, "seconds": seconds, "chunks_per_s": total / seconds,
+            "db_bytes": index.stats()["bytes"], "rss_bytes": proc.memory_info().rss}
+
+
+def scale_main(target: int, out: Path, keep: Path | None = None) -> None:
+    """The scale run; with `keep` the knowledge base is built in that folder and kept, and a later
+    run with the same folder reuses it (the ingest figures are the ones measured when it was built)."""
+    started_all = time.time()
     proc = psutil.Process()
     report: dict[str, Any] = {"target_chunks": target}
-    with tempfile.TemporaryDirectory(prefix="bendi-kb-scale-") as tmp:
-        index = KnowledgeBaseIndex(Path(tmp) / "kb.sqlite")
-        index.set_meta({"name": "scale", "embed": "multilingual-e5-small", "dim": "384"})
-        total = replica = 0
-        started = time.perf_counter()
-        while total < target:
-            for doc_id, parts in by_doc.items():
-                chunks, vecs = [], []
-                for i, b in enumerate(parts):
-                    c: Chunk = b["chunk"]
-                    text = c.text if replica == 0 else variant(c.text, replica)
-                    chunks.append(Chunk(i, text, c.section, None, None, "text"))
-                    v = b["vector"] if replica == 0 else b["vector"] + rng.normal(0, NOISE, 384).astype(np.float32)
-                    vecs.append(v / np.linalg.norm(v))
-                title = parts[0]["title"] if replica == 0 else f"{parts[0]['title']}（{replica}）"
-                index.put_document(name=f"r{replica}/{doc_id}", source=None, sha256=f"{replica}-{doc_id}", size=0,
-                                   format="md", title=title, pages=None, warnings=[], chunks=chunks,
-                                   vectors=np.stack(vecs))
-                total += len(chunks)
-                if total >= target:
-                    break
-            replica += 1
-            if replica % 20 == 0:
-                rate = total / (time.perf_counter() - started)
-                print(f"  {total:,} chunks, {rate:,.0f} chunks/s", flush=True)
-        ingest = time.perf_counter() - started
-        report["ingest"] = {"chunks": total, "replicas": replica, "seconds": ingest, "chunks_per_s": total / ingest,
-                            "db_bytes": index.stats()["bytes"], "rss_bytes": proc.memory_info().rss}
-        print(f"ingest: {total:,} chunks in {ingest:.0f} s ({total / ingest:,.0f} chunks/s)", flush=True)
-
+    with contextlib.ExitStack() as stack:
+        folder = keep if keep is not None else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="bendi-kb-scale-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        index = KnowledgeBaseIndex(folder / "kb.sqlite")
+        if int(index.meta("scale_chunks") or 0) == target:
+            report["ingest"] = json.loads(index.meta("scale_ingest") or "{}")
+            print(f"reusing the knowledge base of {target:,} chunks in {folder}", flush=True)
+        else:
+            if index.n_chunks():
+                index.close()
+                for f in folder.glob("kb.sqlite*"):
+                    f.unlink()
+                (folder / "vectors.faiss").unlink(missing_ok=True)
+                index = KnowledgeBaseIndex(folder / "kb.sqlite")
+            report["ingest"] = ingest(index, target, proc)
+            index.set_meta({"scale_chunks": str(target), "scale_ingest": json.dumps(report["ingest"])})
         started = time.perf_counter()
         ann = index.ann_index(wait=True)
         assert ann is not None
@@ -121,9 +143,11 @@ def scale_main(target: int, out: Path) -> None:
         embedder.embed_query(["预热"])
         report["search"] = measure(index, embedder, sample, settings)
         report["rss_after_search_bytes"] = proc.memory_info().rss
+        print(f"search: {report['search']}", flush=True)
         # the exact scan over the same vectors, for the approximate leg's recall
         report["exact_vs_ann"] = compare_exact(index, embedder, sample, settings)
-        report["consistency"] = consistency(index, embedder, Path(tmp))
+        print(f"exact vs approximate: {report['exact_vs_ann']}", flush=True)
+        report["consistency"] = consistency(index, embedder, folder)
         index.close()
     print_scale(report)
     write_results(out, "kb_scale", started_all, **report)
@@ -180,7 +204,7 @@ def consistency(index: KnowledgeBaseIndex, embedder: Any, tmp: Path) -> dict[str
     vec = embedder.embed([embedding_text("星澜泽", "星澜泽", text)])
     index.put_document(name="new.md", source=None, sha256="new", size=0, format="md", title="星澜泽", pages=None,
                        warnings=[], chunks=[Chunk(0, text, "星澜泽", None, None, "text")], vectors=vec)
-    victim = index.documents()[0]
+    victim = next(d for d in index.documents() if d.name != "new.md")
     victim_ids = [c.id for c in index.document_chunks(victim.name)]
     index.remove_document(victim.name)
     q = embedder.embed_query(["星澜泽矿区的通风机多久检修一次？"])[0]

@@ -224,7 +224,7 @@ def search(index: KnowledgeBaseIndex, embedder: Embedder | None, query: str, set
     # the gate's IDFs count a small knowledge base as GATE_MIN_CHUNKS chunks: in a base of three
     # chunks every word the question shares with them would weigh next to nothing
     n_gate = max(n, GATE_MIN_CHUNKS)
-    word_weight = _word_weights(index, words, n_gate)
+    word_weight = _word_weights(index, words, n_gate, dfs)
 
     hits: list[Hit] = []
     for cid in wanted:
@@ -269,11 +269,14 @@ def _fuse(settings: RetrievalSettings, bm25: dict[int, float], sims: dict[int, f
     return out
 
 
-def _word_weights(index: KnowledgeBaseIndex, words: list[str], n: int) -> dict[str, tuple[float, list[str]]]:
+def _word_weights(index: KnowledgeBaseIndex, words: list[str], n: int,
+                  known: dict[str, int]) -> dict[str, tuple[float, list[str]]]:
     """Each query word's weight (IDF² of its rarest bigram: a word is in at most as many chunks as
-    that bigram) and its bigrams."""
+    that bigram) and its bigrams. `known`: chunk counts looked up already (the query's terms)."""
     parts = {w: word_terms(w) for w in words}
-    dfs = index.doc_freqs(list(dict.fromkeys(t for ts in parts.values() for t in ts)))
+    dfs = dict(known)
+    # on a large base each lookup reads the term's whole posting list: look up only new terms
+    dfs.update(index.doc_freqs([t for t in dict.fromkeys(t for ts in parts.values() for t in ts) if t not in dfs]))
     for ts in parts.values():
         if len(ts) == 1 and len(ts[0]) == 1 and not ts[0].isascii():  # a lone character (䲟, 王)
             dfs[ts[0]] = max(dfs[ts[0]], index.char_doc_freq(ts[0], CHAR_DF_CAP))
