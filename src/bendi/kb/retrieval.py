@@ -323,6 +323,7 @@ def gate_features(query: str, terms: list[str], dfs: dict[str, int], n: int,
     missing = 1.0
     rarest = max((w for w, _ in word_weight.values()), default=0.0) or 1.0
     weight_total = sum(w for w, _ in word_weight.values()) or 1.0
+    first_lacks: list[str] | None = None  # the question words the best chunk lacks
     for h in top:
         text = f"{h.title}\n{h.section}\n{h.text}"
         coverage = max(coverage, h.lexical)
@@ -330,6 +331,7 @@ def gate_features(query: str, terms: list[str], dfs: dict[str, int], n: int,
         # how rare the rarest question word is that this chunk lacks, relative to the rarest word
         lacks = [w for w in word_weight if not whole.has_word(w)]
         missing = min(missing, max((word_weight[w][0] for w in lacks), default=0.0) / rarest)
+        first_lacks = lacks if first_lacks is None else first_lacks
         heading = f"{h.title}\n{h.section}\n"
         sentences = split_sentences(h.text) or [h.text]
         for i in range(len(sentences)):
@@ -339,9 +341,7 @@ def gate_features(query: str, terms: list[str], dfs: dict[str, int], n: int,
             one = TermMatcher(heading + sentences[i])
             sentence = max(sentence, sum(w for word, (w, _) in word_weight.items() if one.has_word(word)) / weight_total)
     shares = sorted((bm25_share(h, term_idf) for h in top), reverse=True) or [0.0]
-    first = top[0] if top else None
-    first_text = TermMatcher(f"{first.title}\n{first.section}\n{first.text}") if first is not None else None
-    lacking = [w for w in word_weight if first_text is None or not first_text.has_word(w)]
+    lacking = list(word_weight) if first_lacks is None else first_lacks
     out = {"coverage": coverage, "window": window, "sentence": sentence, "missing": missing, "bm25": shares[0],
            # how far the best chunk is ahead of the next one, and the plain share of words it lacks
            "bm25_margin": shares[0] - (shares[1] if len(shares) > 1 else 0.0),
